@@ -1,0 +1,46 @@
+SHELL := /bin/bash
+# One-command setup: every target creates the virtual environment and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BUF := npx --yes @bufbuild/buf@1.47.2
+
+.PHONY: install run test proto proto-check lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## serve on the SQLite default (migrates first)
+	$(PY) server.py
+
+test: install  ## the whole suite, with line coverage
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+proto: install  ## regenerate generated/ from proto/
+	$(PY) scripts/gen_proto.py
+
+proto-check: install  ## fail when generated/ is stale
+	$(PY) scripts/gen_proto.py --check
+
+.build/googleapis: $(STAMP)
+	mkdir -p $@/google/api
+	cp $$($(PY) -c 'import google.api, os; print(os.path.dirname(google.api.__file__))')/{annotations,http,field_behavior}.proto $@/google/api/
+
+lint: install .build/googleapis  ## ruff, mypy --strict, buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy schedule_grpc server.py scripts tests
+	$(BUF) lint
+
+bench: install  ## RPC latency against its floors (needs Postgres)
+	$(PY) scripts/bench_rpc.py
+
+clean:
+	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache schedule.db*

@@ -1,0 +1,172 @@
+"""Conversion between protobuf messages and domain types: the only place that knows both."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from schedule.v1 import schedule_service_pb2 as pb
+
+from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.handlers.base import Handler
+from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, OverlapPolicy, Task, Trigger
+from schedule_grpc.validation import NewTask, RetryPolicyInput
+
+_STATUS = {
+    ExecutionStatus.PENDING: pb.EXECUTION_STATUS_PENDING,
+    ExecutionStatus.RUNNING: pb.EXECUTION_STATUS_RUNNING,
+    ExecutionStatus.SUCCESS: pb.EXECUTION_STATUS_SUCCESS,
+    ExecutionStatus.FAILED: pb.EXECUTION_STATUS_FAILED,
+    ExecutionStatus.CANCELLED: pb.EXECUTION_STATUS_CANCELLED,
+    ExecutionStatus.MISSED: pb.EXECUTION_STATUS_MISSED,
+    ExecutionStatus.SKIPPED: pb.EXECUTION_STATUS_SKIPPED,
+}
+_TRIGGER = {
+    Trigger.SCHEDULE: pb.EXECUTION_TRIGGER_SCHEDULE,
+    Trigger.MANUAL: pb.EXECUTION_TRIGGER_MANUAL,
+    Trigger.RETRY: pb.EXECUTION_TRIGGER_RETRY,
+}
+_CATEGORY = {
+    ErrorCategory.TIMEOUT: pb.ERROR_CATEGORY_TIMEOUT,
+    ErrorCategory.NETWORK: pb.ERROR_CATEGORY_NETWORK,
+    ErrorCategory.RESOURCE: pb.ERROR_CATEGORY_RESOURCE,
+    ErrorCategory.LOGIC: pb.ERROR_CATEGORY_LOGIC,
+}
+_OVERLAP = {
+    OverlapPolicy.SKIP: pb.OVERLAP_POLICY_SKIP,
+    OverlapPolicy.ALLOW: pb.OVERLAP_POLICY_ALLOW,
+    OverlapPolicy.QUEUE_ONE: pb.OVERLAP_POLICY_QUEUE_ONE,
+}
+_OVERLAP_FROM_PB = {v: k for k, v in _OVERLAP.items()}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def duration(value: timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def _from_duration(message: Any, field: str, path: str) -> timedelta | None:
+    if not message.HasField(field):
+        return None
+    value: duration_pb2.Duration = getattr(message, field)
+    if value.seconds < 0 or value.nanos < 0:
+        raise InvalidArgument(path, "must not be negative")
+    result: timedelta = value.ToTimedelta()
+    return result
+
+
+def _integral(value: Any) -> Any:
+    """JSON numbers travel in a Struct as doubles; give whole numbers back their integer form."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(value)
+    return s
+
+
+def task_to_pb(task: Task) -> pb.Task:
+    policy = task.retry_policy
+    return pb.Task(
+        id=task.id,
+        name=task.name,
+        schedule=task.schedule,
+        handler=task.handler,
+        enabled=task.enabled,
+        metadata=_struct(task.metadata),
+        last_run=timestamp(task.last_run),
+        next_run=timestamp(task.next_run),
+        created_at=timestamp(task.created_at),
+        updated_at=timestamp(task.updated_at),
+        timezone=task.timezone,
+        retry_policy=pb.RetryPolicy(
+            max_retries=policy.max_retries,
+            initial_delay=duration(policy.initial_delay),
+            multiplier=policy.multiplier,
+            max_delay=duration(policy.max_delay),
+            jitter=policy.jitter,
+        ),
+        timeout=duration(task.timeout),
+        overlap_policy=_OVERLAP[task.overlap_policy],
+        catchup_window=duration(task.catchup_window),
+        critical=task.critical,
+    )
+
+
+def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
+    policy = request.retry_policy
+    return NewTask(
+        name=request.name,
+        schedule=request.schedule,
+        handler=request.handler,
+        enabled=request.enabled if request.HasField("enabled") else None,
+        metadata=_integral(json_format.MessageToDict(request.metadata)) if request.HasField("metadata") else {},
+        timezone=request.timezone,
+        retry_policy=RetryPolicyInput(
+            max_retries=policy.max_retries if policy.HasField("max_retries") else None,
+            initial_delay=_from_duration(policy, "initial_delay", "retry_policy.initial_delay"),
+            multiplier=policy.multiplier if policy.HasField("multiplier") else None,
+            max_delay=_from_duration(policy, "max_delay", "retry_policy.max_delay"),
+            jitter=policy.jitter if policy.HasField("jitter") else None,
+        ),
+        timeout=_from_duration(request, "timeout", "timeout"),
+        overlap_policy=_overlap_from_pb(request.overlap_policy),
+        catchup_window=_from_duration(request, "catchup_window", "catchup_window"),
+        critical=request.critical,
+    )
+
+
+def _overlap_from_pb(value: int) -> OverlapPolicy | None:
+    if value == pb.OVERLAP_POLICY_UNSPECIFIED:
+        return None
+    try:
+        return _OVERLAP_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument("overlap_policy", f"unknown value {value}") from None
+
+
+def execution_to_pb(execution: Execution) -> pb.Execution:
+    message = pb.Execution(
+        id=execution.id,
+        task_id=execution.task_id,
+        task_name=execution.task_name,
+        started_at=timestamp(execution.started_at),
+        completed_at=timestamp(execution.completed_at),
+        status=_STATUS[execution.status],
+        error=execution.error or "",
+        scheduled_for=timestamp(execution.scheduled_for),
+        attempt=execution.attempt,
+        trigger=_TRIGGER[execution.trigger],
+        error_category=_CATEGORY[execution.error_category] if execution.error_category else 0,
+        traceback=execution.traceback or "",
+    )
+    if execution.duration_ms is not None:
+        message.duration_ms = max(execution.duration_ms, 0)
+    if execution.status is ExecutionStatus.SUCCESS:
+        json_format.ParseDict(execution.result, message.result)
+    return message
+
+
+def handler_to_pb(handler: Handler) -> pb.HandlerInfo:
+    return pb.HandlerInfo(name=handler.name, description=handler.description, category=handler.category)

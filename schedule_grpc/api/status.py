@@ -1,0 +1,93 @@
+"""The one table from domain errors to gRPC and HTTP codes, and the interceptor that applies it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from schedule_grpc import errors
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "schedule.v1"
+
+# error class -> (gRPC status code, HTTP status). Looked up along the class's MRO.
+ERROR_CODES: dict[type[errors.ScheduleError], tuple[grpc.StatusCode, int]] = {
+    errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    errors.NotFound: (grpc.StatusCode.NOT_FOUND, 404),
+    errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
+    errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 409),
+    errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    errors.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
+    errors.ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    errors.Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
+    errors.Unimplemented: (grpc.StatusCode.UNIMPLEMENTED, 501),
+    errors.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    errors.ScheduleError: (grpc.StatusCode.INTERNAL, 500),
+}
+
+
+def codes_for(error: errors.ScheduleError) -> tuple[grpc.StatusCode, int]:
+    for cls in type(error).__mro__:
+        if cls in ERROR_CODES:
+            return ERROR_CODES[cls]  # type: ignore[index]
+    raise AssertionError("ScheduleError is in the table")  # pragma: no cover
+
+
+def to_status(error: errors.ScheduleError) -> grpc.Status:
+    """A rich status: ErrorInfo always; BadRequest for a bad field; RetryInfo for a limit."""
+    code, _ = codes_for(error)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
+    details = [info]
+    if isinstance(error, errors.InvalidArgument):
+        info.metadata["field"] = error.field
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
+                ]
+            )
+        )
+    if isinstance(error, errors.ResourceExhausted):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(max(1, round(error.retry_after_s * 1000)))
+        details.append(retry)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Maps domain errors to their status; logs anything else with its stack trace as INTERNAL."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except errors.ScheduleError as error:
+                context.abort_with_status(to_status(error))
+            except Exception:
+                log.exception("unhandled error in %s", method, extra={"method": method})
+                context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

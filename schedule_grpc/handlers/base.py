@@ -1,0 +1,52 @@
+"""What a task handler is: a named, importable piece of work configured by the task's metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from schedule_grpc.models import JSON, ErrorCategory
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """Everything a handler learns about the execution it performs."""
+
+    execution_id: str
+    task_id: str
+    task_name: str
+    scheduled_for: datetime
+    attempt: int
+    metadata: Mapping[str, JSON]
+    timeout: timedelta
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same for every attempt of one occurrence, so a receiver can deduplicate."""
+        return f"{self.task_id}:{self.scheduled_for.isoformat().replace('+00:00', 'Z')}"
+
+
+class HandlerFailed(Exception):
+    """A handler's failure with its category (network, logic, ...)."""
+
+    def __init__(self, message: str, category: ErrorCategory) -> None:
+        super().__init__(message)
+        self.category = category
+
+
+class Handler(Protocol):
+    """A task handler. Implementations keep no state between executions."""
+
+    name: str
+    description: str
+    category: str
+
+    def validate(self, metadata: Mapping[str, JSON]) -> None:
+        """Raises InvalidArgument naming the field (``metadata.<key>``) when metadata is unusable."""
+        ...
+
+    def run(self, context: HandlerContext) -> JSON:
+        """Does the work; returns a JSON value saying what was done, or raises."""
+        ...

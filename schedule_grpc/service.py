@@ -1,0 +1,206 @@
+"""Use cases of the task API. Transport-free: the gRPC servicer calls these and converts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from schedule_grpc import tokens, validation
+from schedule_grpc.clock import Clock
+from schedule_grpc.errors import InvalidArgument, NotFound, Unimplemented
+from schedule_grpc.handlers.base import Handler, HandlerContext
+from schedule_grpc.handlers.registry import HandlerRegistry
+from schedule_grpc.ids import new_id
+from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
+from schedule_grpc.runner import run_handler
+from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.validation import NewTask
+
+DEFAULT_TASK_PAGE = 1000
+DEFAULT_HISTORY_LIMIT = 50
+DEFAULT_RECENT_LIMIT = 100
+DEFAULT_PREVIEW_COUNT = 5
+
+
+class TaskService:
+    """Registers, changes, reads and runs tasks."""
+
+    def __init__(
+        self,
+        tasks: TaskStore,
+        executions: ExecutionStore,
+        handlers: HandlerRegistry,
+        clock: Clock,
+    ) -> None:
+        self._tasks = tasks
+        self._executions = executions
+        self._handlers = handlers
+        self._clock = clock
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def register(self, new: NewTask) -> Task:
+        """Validates and stores a new task. Nothing is written when any field is wrong."""
+        validation.name(new.name)
+        schedule = validation.schedule(new.schedule, new.timezone)
+        handler = self._handler(new.handler)
+        metadata = validation.metadata(new.metadata)
+        handler.validate(metadata)
+        now = self._clock.now()
+        enabled = True if new.enabled is None else new.enabled
+        task = Task(
+            id=new_id("task"),
+            name=new.name,
+            schedule=new.schedule.strip(),
+            handler=new.handler,
+            enabled=enabled,
+            metadata=metadata,
+            timezone=schedule.timezone,
+            created_at=now,
+            updated_at=now,
+            next_run=schedule.next_after(now) if enabled else None,
+            retry_policy=validation.retry_policy(new.retry_policy),
+            timeout=validation.timeout(new.timeout),
+            overlap_policy=new.overlap_policy or OverlapPolicy.SKIP,
+            catchup_window=validation.catchup_window(new.catchup_window),
+            critical=new.critical,
+        )
+        return self._tasks.insert(task)
+
+    def get(self, name: str) -> Task:
+        return self._current(self._find(name))
+
+    def list(self, *, page_size: int, page_token: str) -> Page[Task]:
+        size = validation.limit(page_size, "page_size", default=DEFAULT_TASK_PAGE)
+        after = tokens.decode(page_token, "tasks")
+        items = self._tasks.list(limit=size + 1, after_name=after)
+        more = len(items) > size
+        items = [self._current(t) for t in items[:size]]
+        return Page(items, tokens.encode("tasks", items[-1].name) if more else "")
+
+    def enable(self, name: str) -> Task:
+        task = self._find(name)
+        now = self._clock.now()
+        next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
+        return self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
+
+    def disable(self, name: str) -> Task:
+        validation.name(name)
+        now = self._clock.now()
+        return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+
+    def unregister(self, name: str) -> None:
+        validation.name(name)
+        if not self._tasks.delete(name):
+            raise _not_found(name)
+
+    def initialize_defaults(self) -> Sequence[Task]:
+        raise Unimplemented(
+            "the built-in default tasks are not available in this version; register tasks with the http handler",
+            reason="DEFAULT_TASKS_UNAVAILABLE",
+        )
+
+    # --- executions ------------------------------------------------------------------------
+
+    def run_now(self, name: str) -> Execution:
+        """Runs the task's handler now, in this thread, and records the execution."""
+        task = self._find(name)
+        handler = self._handler(task.handler, field="handler")
+        now = self._clock.now()
+        execution = self._executions.insert(
+            Execution(
+                id=new_id("exec"),
+                task_id=task.id,
+                task_name=task.name,
+                trigger=Trigger.MANUAL,
+                scheduled_for=now,
+                attempt=1,
+                status=ExecutionStatus.RUNNING,
+                due_at=now,
+                created_at=now,
+                started_at=now,
+            )
+        )
+        self._tasks.set_last_run(task.id, now)
+        context = HandlerContext(
+            execution_id=execution.id,
+            task_id=task.id,
+            task_name=task.name,
+            scheduled_for=now,
+            attempt=1,
+            metadata=task.metadata,
+            timeout=task.timeout,
+        )
+        outcome = run_handler(handler, context, self._clock)
+        finished = self._executions.finish(execution.id, outcome)
+        if finished is None:  # the task was deleted while it ran: report what happened anyway
+            return dataclasses.replace(execution, status=outcome.status, error=outcome.error)
+        return finished
+
+    def history(self, name: str, *, limit: int, page_token: str) -> Page[Execution]:
+        size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)
+        task = self._find(name)
+        listing = f"history:{task.id}"
+        items = self._executions.history(task.id, limit=size + 1, before_id=tokens.decode(page_token, listing))
+        return _page(items, size, listing)
+
+    def recent(self, *, limit: int, page_token: str) -> Page[Execution]:
+        size = validation.limit(limit, "limit", default=DEFAULT_RECENT_LIMIT)
+        items = self._executions.recent(limit=size + 1, before_id=tokens.decode(page_token, "recent"))
+        return _page(items, size, "recent")
+
+    # --- handlers and schedules ------------------------------------------------------------
+
+    def handlers(self) -> Sequence[Handler]:
+        return self._handlers.all()
+
+    def preview(self, expression: str, timezone: str, start: datetime | None, count: int) -> list[datetime]:
+        """The next ``count`` fire instants strictly after ``start`` (default now)."""
+        schedule = validation.schedule(expression, timezone)
+        n = validation.limit(count, "count", default=DEFAULT_PREVIEW_COUNT, maximum=validation.MAX_PREVIEW)
+        instants = schedule.iter_after(start or self._clock.now())
+        return [next(instants) for _ in range(n)]
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _find(self, name: str) -> Task:
+        validation.name(name)
+        task = self._tasks.get(name)
+        if task is None:
+            raise _not_found(name)
+        return task
+
+    def _handler(self, name: str, field: str = "handler") -> Handler:
+        if not name:
+            raise InvalidArgument(field, "is required")
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise InvalidArgument(field, f"unknown handler {name!r}; ListHandlers lists the available ones")
+        return handler
+
+    def _changed(self, name: str, task: Task | None) -> Task:
+        if task is None:
+            raise _not_found(name)
+        return self._current(task)
+
+    def _current(self, task: Task) -> Task:
+        """The task with a true next_run: the next fire instant after now, whatever is stored."""
+        if not task.enabled:
+            return dataclasses.replace(task, next_run=None)
+        now = self._clock.now()
+        if task.next_run is not None and task.next_run > now:
+            return task
+        schedule = validation.schedule(task.schedule, task.timezone)
+        return dataclasses.replace(task, next_run=schedule.next_after(now - timedelta(microseconds=1)))
+
+
+def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution]:
+    more = len(items) > size
+    items = items[:size]
+    return Page(items, tokens.encode(listing, items[-1].id) if more else "")
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"task {name!r} not found", reason="TASK_NOT_FOUND")

@@ -1,0 +1,99 @@
+"""Database engine, migrations at start-up, and translation of driver errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from schedule_grpc.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Key of the advisory lock that serialises migrations of replicas starting together.
+MIGRATION_LOCK_KEY = 0x5C4ED01E
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for ``url``: SQLite (one file, WAL) or Postgres through psycopg 3."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("schedule_grpc.store") / "migrations"))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Applies pending migrations. On Postgres, replicas starting together take turns."""
+    config = _alembic_config()
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                conn.commit()
+    log.info("database schema is current", extra={"database": engine.url.render_as_string()})
+
+
+def ping(engine: Engine) -> None:
+    """Raises Unavailable unless the database answers a trivial query."""
+    with translate_errors(), engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
+    """Whether ``error`` is a unique-constraint violation (and not, say, a foreign key)."""
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return bool(sqlstate == "23505")
+    return "UNIQUE constraint failed" in str(orig)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turns a lost or unreachable database into Unavailable; other errors pass through."""
+    try:
+        yield
+    except OperationalError as error:
+        raise Unavailable(f"database unavailable: {error.orig}") from error
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            raise Unavailable(f"database connection lost: {error.orig}") from error
+        raise

@@ -1,0 +1,147 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations create it; this module describes it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on Postgres (timestamptz) and SQLite (text) alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonType: Any = JSON().with_variant(JSONB(), "postgresql")
+
+scheduled_tasks = Table(
+    "scheduled_tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("schedule", String(256), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("handler", String(128), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("metadata", JsonType, nullable=False),
+    Column("last_run", UtcDateTime),
+    Column("next_run", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("retry_max", Integer, nullable=False),
+    Column("retry_initial_delay_s", Float, nullable=False),
+    Column("retry_multiplier", Float, nullable=False),
+    Column("retry_max_delay_s", Float, nullable=False),
+    Column("retry_jitter", Boolean, nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("overlap_policy", String(16), nullable=False),
+    Column("catchup_window_s", Float, nullable=False),
+    Column("critical", Boolean, nullable=False, server_default=text("false")),
+    Index(None, "enabled", "next_run"),
+)
+
+task_executions = Table(
+    "task_executions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("task_id", String(64), ForeignKey("scheduled_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("task_name", String(128), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("scheduled_for", UtcDateTime, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("error", Text),
+    Column("error_category", String(16)),
+    Column("traceback", Text),
+    Column("result", JsonType),
+    Column("duration_ms", Integer),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", UtcDateTime),
+    # History of one task, newest first (ids sort by creation time).
+    Index(None, "task_id", "id"),
+    # The work queue: pending rows by due time.
+    Index(
+        "ix_task_executions_pending_due",
+        "due_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    # The fence: one row per occurrence and attempt of a scheduled run.
+    Index(
+        "uq_task_executions_occurrence",
+        "task_id",
+        "scheduled_for",
+        "attempt",
+        unique=True,
+        postgresql_where=text("trigger IN ('schedule', 'retry')"),
+        sqlite_where=text("trigger IN ('schedule', 'retry')"),
+    ),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("execution_id", String(64), nullable=False, unique=True),
+    Column("task_id", String(64), ForeignKey("scheduled_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("task_name", String(128), nullable=False),
+    Column("scheduled_for", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),
+    Column("error_category", String(16)),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+leader_epochs = Table(
+    "leader_epochs",
+    metadata,
+    Column("epoch", Integer, primary_key=True, autoincrement=True),
+    Column("replica_id", String(128), nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+)

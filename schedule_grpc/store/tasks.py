@@ -1,0 +1,138 @@
+"""The tasks table: the source of truth of what is scheduled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from schedule_grpc.errors import AlreadyExists
+from schedule_grpc.models import OverlapPolicy, RetryPolicy, Task
+from schedule_grpc.store.db import is_unique_violation, translate_errors
+from schedule_grpc.store.tables import scheduled_tasks as t
+
+# Postgres channel on which every committed change to a task is announced (payload: the task name).
+CHANGES_CHANNEL = "schedule_task_changes"
+
+
+def _to_row(task: Task) -> dict[str, Any]:
+    policy = task.retry_policy
+    return {
+        "id": task.id,
+        "name": task.name,
+        "schedule": task.schedule,
+        "timezone": task.timezone,
+        "handler": task.handler,
+        "enabled": task.enabled,
+        "metadata": task.metadata,
+        "last_run": task.last_run,
+        "next_run": task.next_run,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "retry_max": policy.max_retries,
+        "retry_initial_delay_s": policy.initial_delay.total_seconds(),
+        "retry_multiplier": policy.multiplier,
+        "retry_max_delay_s": policy.max_delay.total_seconds(),
+        "retry_jitter": policy.jitter,
+        "timeout_s": task.timeout.total_seconds(),
+        "overlap_policy": task.overlap_policy.value,
+        "catchup_window_s": task.catchup_window.total_seconds(),
+        "critical": task.critical,
+    }
+
+
+def _from_row(row: RowMapping) -> Task:
+    return Task(
+        id=row["id"],
+        name=row["name"],
+        schedule=row["schedule"],
+        handler=row["handler"],
+        enabled=row["enabled"],
+        metadata=row["metadata"],
+        timezone=row["timezone"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_run=row["last_run"],
+        next_run=row["next_run"],
+        retry_policy=RetryPolicy(
+            max_retries=row["retry_max"],
+            initial_delay=timedelta(seconds=row["retry_initial_delay_s"]),
+            multiplier=row["retry_multiplier"],
+            max_delay=timedelta(seconds=row["retry_max_delay_s"]),
+            jitter=row["retry_jitter"],
+        ),
+        timeout=timedelta(seconds=row["timeout_s"]),
+        overlap_policy=OverlapPolicy(row["overlap_policy"]),
+        catchup_window=timedelta(seconds=row["catchup_window_s"]),
+        critical=row["critical"],
+    )
+
+
+class TaskStore:
+    """Reads and writes tasks; every write announces itself on CHANGES_CHANNEL in its transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._notify = engine.dialect.name == "postgresql"
+
+    def _announce(self, conn: Connection, name: str) -> None:
+        if self._notify:
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANGES_CHANNEL, "p": name})
+
+    def insert(self, task: Task) -> Task:
+        """Stores a new task; AlreadyExists when the name is taken."""
+        try:
+            with translate_errors(), self._engine.begin() as conn:
+                conn.execute(insert(t).values(_to_row(task)))
+                self._announce(conn, task.name)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise AlreadyExists(f"task {task.name!r} already exists", reason="TASK_EXISTS") from error
+            raise
+        return task
+
+    def get(self, name: str) -> Task | None:
+        with translate_errors(), self._engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.name == name)).mappings().first()
+        return _from_row(row) if row else None
+
+    def list(self, *, limit: int, after_name: str | None = None) -> Sequence[Task]:
+        """Up to ``limit`` tasks in name order, after ``after_name`` when given."""
+        query = select(t).order_by(t.c.name).limit(limit)
+        if after_name is not None:
+            query = query.where(t.c.name > after_name)
+        with translate_errors(), self._engine.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def set_enabled(self, name: str, *, enabled: bool, next_run: datetime | None, now: datetime) -> Task | None:
+        """Enables or disables a task and sets its next run; None when absent."""
+        query = (
+            update(t).where(t.c.name == name).values(enabled=enabled, next_run=next_run, updated_at=now).returning(*t.c)
+        )
+        with translate_errors(), self._engine.begin() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                self._announce(conn, name)
+        return _from_row(row) if row else None
+
+    def set_last_run(self, task_id: str, last_run: datetime) -> None:
+        """Records the start of the task's latest execution (never moves backwards)."""
+        query = (
+            update(t)
+            .where(t.c.id == task_id)
+            .where((t.c.last_run.is_(None)) | (t.c.last_run < last_run))
+            .values(last_run=last_run)
+        )
+        with translate_errors(), self._engine.begin() as conn:
+            conn.execute(query)
+
+    def delete(self, name: str) -> bool:
+        """Deletes a task and, by cascade, its executions; False when absent."""
+        with translate_errors(), self._engine.begin() as conn:
+            deleted = conn.execute(delete(t).where(t.c.name == name)).rowcount > 0
+            if deleted:
+                self._announce(conn, name)
+        return deleted

@@ -1,0 +1,95 @@
+"""Composition root: reads settings, wires everything, serves, and shuts down in order.
+
+Run it as ``python server.py`` or with the ``schedule-grpc`` console script.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from functools import partial
+
+import grpc
+from grpc_health.v1 import health
+from sqlalchemy import Engine
+
+from schedule_grpc import logs
+from schedule_grpc.api.health import HealthMonitor
+from schedule_grpc.api.server import create_server
+from schedule_grpc.clock import Clock, SystemClock
+from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.service import TaskService
+from schedule_grpc.settings import Settings, SettingsError
+from schedule_grpc.store import db
+from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.tasks import TaskStore
+
+log = logging.getLogger("schedule_grpc")
+
+
+@dataclass
+class Service:
+    """The running parts of one replica."""
+
+    settings: Settings
+    engine: Engine
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    monitor: HealthMonitor
+
+    def start(self) -> None:
+        self.server.start()
+        self.monitor.start()
+        log.info("serving", extra={"grpc_port": self.port, "database": self.engine.url.render_as_string()})
+
+    def stop(self) -> None:
+        """Probes see NOT_SERVING first, then calls drain, then the database closes."""
+        self.monitor.stop()
+        self.server.stop(grace=self.settings.shutdown_grace_s).wait()
+        self.engine.dispose()
+        log.info("stopped")
+
+
+def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRegistry | None = None) -> Service:
+    """Wires a replica from its settings (migrating the database first unless told not to)."""
+    clock = clock or SystemClock()
+    engine = db.make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    if settings.migrate_on_start:
+        db.migrate(engine)
+    tasks = TaskService(TaskStore(engine), ExecutionStore(engine), handlers or default_registry(), clock)
+    server, port, health_servicer = create_server(tasks, settings.grpc_address, max_workers=settings.grpc_max_workers)
+    monitor = HealthMonitor(
+        health_servicer, [("database", partial(db.ping, engine))], interval_s=settings.health_interval_s
+    )
+    return Service(settings, engine, server, port, health_servicer, monitor)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        service = build(settings)
+    except Exception:
+        log.exception("start-up failed")
+        return 1
+    service.start()
+    stop.wait()  # SIGTERM / SIGINT
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The schema on a real database: migrations, the occurrence fence, time zones round-trip."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from schedule_grpc.ids import new_id
+from schedule_grpc.models import Execution, ExecutionStatus, Task, Trigger
+from schedule_grpc.store import db
+from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.tasks import TaskStore
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _task(name: str = "t") -> Task:
+    return Task(
+        id=new_id("task"),
+        name=name,
+        schedule="@hourly",
+        handler="http",
+        enabled=True,
+        metadata={"url": "http://x"},
+        timezone="UTC",
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def _execution(task: Task, trigger: Trigger, scheduled_for: datetime, attempt: int = 1) -> Execution:
+    return Execution(
+        id=new_id("exec"),
+        task_id=task.id,
+        task_name=task.name,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        attempt=attempt,
+        status=ExecutionStatus.PENDING,
+        due_at=scheduled_for,
+        created_at=NOW,
+    )
+
+
+def test_a_scheduled_occurrence_can_be_inserted_only_once(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    tasks, executions = TaskStore(engine), ExecutionStore(engine)
+    task = tasks.insert(_task())
+    executions.insert(_execution(task, Trigger.SCHEDULE, NOW))
+    with pytest.raises(IntegrityError) as caught:
+        executions.insert(_execution(task, Trigger.SCHEDULE, NOW))
+    assert db.is_unique_violation(caught.value)
+    # Its retry is a different attempt; manual runs at the same instant are not fenced.
+    executions.insert(_execution(task, Trigger.RETRY, NOW, attempt=2))
+    executions.insert(_execution(task, Trigger.MANUAL, NOW))
+    executions.insert(_execution(task, Trigger.MANUAL, NOW))
+    assert len(executions.history(task.id, limit=10)) == 4
+    engine.dispose()
+
+
+def test_times_come_back_as_the_same_utc_instant(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    tasks = TaskStore(engine)
+    berlin = datetime(2026, 7, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    task = tasks.insert(_task())
+    tasks.set_last_run(task.id, berlin)
+    tasks.set_last_run(task.id, berlin - timedelta(hours=1))  # never moves backwards
+    stored = tasks.get("t")
+    assert stored is not None and stored.last_run == berlin and stored.last_run.tzinfo == UTC
+    engine.dispose()
+
+
+def test_migrations_go_down_and_up_again(database_url: str) -> None:
+    from alembic import command
+
+    engine = db.make_engine(database_url)
+    config = db._alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    db.migrate(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"scheduled_tasks", "task_executions", "dead_letters", "leader_epochs"} <= tables
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
+    engine = db.make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE task_executions, dead_letters, scheduled_tasks, leader_epochs, alembic_version"))
+    failures: list[BaseException] = []
+
+    def start_replica() -> None:
+        replica = create_engine(postgres_url)
+        try:
+            db.migrate(replica)
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            replica.dispose()
+
+    threads = [threading.Thread(target=start_replica) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    engine.dispose()
