@@ -127,3 +127,11 @@ def test_json_log_lines_carry_extra_fields() -> None:
     record.task_id = "task-1"
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "fired x" and line["task_id"] == "task-1" and line["level"] == "info"
+
+
+def test_readme_lists_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for variable, _, _ in Settings.describe():
+        assert f"| `{variable}` |" in readme, f"{variable} is missing from the README's settings table"
