@@ -31,7 +31,7 @@ proto-check: install  ## fail when generated/ is stale
 
 .build/googleapis: $(STAMP)
 	mkdir -p $@/google/api
-	cp $$($(PY) -c 'import google.api, os; print(os.path.dirname(google.api.__file__))')/{annotations,http,field_behavior}.proto $@/google/api/
+	cp $$($(PY) -c 'import os, google.api.annotations_pb2 as a; print(os.path.dirname(a.__file__))')/{annotations,http,field_behavior}.proto $@/google/api/
 
 lint: install .build/googleapis  ## ruff, mypy --strict, buf lint
 	$(VENV)/bin/ruff check .

@@ -156,7 +156,7 @@ class TaskService:
     def handlers(self) -> Sequence[Handler]:
         return self._handlers.all()
 
-    def preview(self, expression: str, timezone: str, start: datetime | None, count: int) -> list[datetime]:
+    def preview(self, expression: str, timezone: str, start: datetime | None, count: int) -> Sequence[datetime]:
         """The next ``count`` fire instants strictly after ``start`` (default now)."""
         schedule = validation.schedule(expression, timezone)
         n = validation.limit(count, "count", default=DEFAULT_PREVIEW_COUNT, maximum=validation.MAX_PREVIEW)

@@ -99,7 +99,7 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
 
 def url_to_sqlalchemy(conninfo: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    auth = params.get("user", "postgres") + (f":{params['password']}" if params.get("password") else "")
+    auth = str(params.get("user") or "postgres") + (f":{params['password']}" if params.get("password") else "")
     return f"{auth}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{params['dbname']}"
 
 

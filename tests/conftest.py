@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from schedule_grpc.settings import Settings
@@ -29,7 +29,7 @@ REQUIRE_POSTGRES = os.environ.get("SCHEDULE_TEST_REQUIRE_POSTGRES") == "1"
 TEMPLATE = f"schedule_tmpl_{os.getpid()}"
 
 
-def _admin_engine():  # type: ignore[no-untyped-def]
+def _admin_engine() -> Engine:
     return create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
 
 

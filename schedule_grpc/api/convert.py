@@ -41,12 +41,14 @@ _OVERLAP = {
 _OVERLAP_FROM_PB = {v: k for k, v in _OVERLAP.items()}
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value.astimezone(UTC))
     return ts
+
+
+def optional_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    return None if value is None else timestamp(value)
 
 
 def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
@@ -95,8 +97,8 @@ def task_to_pb(task: Task) -> pb.Task:
         handler=task.handler,
         enabled=task.enabled,
         metadata=_struct(task.metadata),
-        last_run=timestamp(task.last_run),
-        next_run=timestamp(task.next_run),
+        last_run=optional_timestamp(task.last_run),
+        next_run=optional_timestamp(task.next_run),
         created_at=timestamp(task.created_at),
         updated_at=timestamp(task.updated_at),
         timezone=task.timezone,
@@ -151,14 +153,16 @@ def execution_to_pb(execution: Execution) -> pb.Execution:
         id=execution.id,
         task_id=execution.task_id,
         task_name=execution.task_name,
-        started_at=timestamp(execution.started_at),
-        completed_at=timestamp(execution.completed_at),
+        started_at=optional_timestamp(execution.started_at),
+        completed_at=optional_timestamp(execution.completed_at),
         status=_STATUS[execution.status],
         error=execution.error or "",
         scheduled_for=timestamp(execution.scheduled_for),
         attempt=execution.attempt,
         trigger=_TRIGGER[execution.trigger],
-        error_category=_CATEGORY[execution.error_category] if execution.error_category else 0,
+        error_category=(
+            _CATEGORY[execution.error_category] if execution.error_category else pb.ERROR_CATEGORY_UNSPECIFIED
+        ),
         traceback=execution.traceback or "",
     )
     if execution.duration_ms is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -35,7 +35,7 @@ ERROR_CODES: dict[type[errors.ScheduleError], tuple[grpc.StatusCode, int]] = {
 def codes_for(error: errors.ScheduleError) -> tuple[grpc.StatusCode, int]:
     for cls in type(error).__mro__:
         if cls in ERROR_CODES:
-            return ERROR_CODES[cls]  # type: ignore[index]
+            return ERROR_CODES[cls]
     raise AssertionError("ScheduleError is in the table")  # pragma: no cover
 
 
@@ -63,14 +63,20 @@ def to_status(error: errors.ScheduleError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+if TYPE_CHECKING:  # grpc-stubs makes the class generic; at run time it is not subscriptable
+    ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.ServerInterceptor
+
+
+class ErrorInterceptor(ServerInterceptor):
     """Maps domain errors to their status; logs anything else with its stack trace as INTERNAL."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler

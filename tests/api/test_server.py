@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _health(channel: grpc.Channel, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
 def test_health_is_serving_for_the_server_and_the_service(channel: grpc.Channel) -> None:

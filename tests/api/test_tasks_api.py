@@ -16,7 +16,7 @@ from tests.support import FakeClock, Webhook
 
 def _metadata(**values: object) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
-    s.update(values)
+    s.update(values)  # type: ignore[arg-type]
     return s
 
 
