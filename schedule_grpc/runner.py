@@ -32,7 +32,7 @@ def run_handler(handler: Handler, context: HandlerContext, clock: Clock) -> Outc
         return Outcome(
             status=ExecutionStatus.FAILED,
             completed_at=clock.now(),
-            error=f"{type(error).__name__}: {error}",
+            error=str(error) if isinstance(error, HandlerFailed) else f"{type(error).__name__}: {error}",
             error_category=categorize(error),
             traceback=traceback.format_exc(),
         )

@@ -141,9 +141,11 @@ class TaskService:
 
     def history(self, name: str, *, limit: int, page_token: str) -> Page[Execution]:
         size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)
-        task = self._find(name)
-        listing = f"history:{task.id}"
-        items = self._executions.history(task.id, limit=size + 1, before_id=tokens.decode(page_token, listing))
+        validation.name(name)
+        listing = f"history:{name}"
+        items = self._executions.history(name, limit=size + 1, before_id=tokens.decode(page_token, listing))
+        if not items:
+            self._find(name)  # an empty history, or no such task?
         return _page(items, size, listing)
 
     def recent(self, *, limit: int, page_token: str) -> Page[Execution]:

@@ -75,7 +75,7 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
             INSERT INTO scheduled_tasks (id, name, schedule, timezone, handler, enabled, metadata, created_at,
                 updated_at, retry_max, retry_initial_delay_s, retry_multiplier, retry_max_delay_s, retry_jitter,
                 timeout_s, overlap_policy, catchup_window_s, critical)
-            SELECT 'task-seed-' || lpad(i::text, 6, '0'), 'seed-' || i, (i % 60) || ' * * * *', 'UTC', 'http', true,
+            SELECT 'task-seed-' || lpad(i::text, 6, '0'), 'seed-' || i, (i %% 60) || ' * * * *', 'UTC', 'http', true,
                    '{"url": "http://127.0.0.1:9/"}', now(), now(), 5, 1, 2, 3600, false, 300, 'skip', 3600, false
             FROM generate_series(1, %s) AS i
             """,
@@ -85,8 +85,8 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
             """
             INSERT INTO task_executions (id, task_id, task_name, trigger, scheduled_for, attempt, status, due_at,
                 created_at, started_at, completed_at, duration_ms, result)
-            SELECT 'exec-' || lpad(to_hex(i), 32, '0'), 'task-seed-' || lpad((i % %s + 1)::text, 6, '0'),
-                   'seed-' || (i % %s + 1), 'schedule', ts, 1, 'success', ts, ts, ts, ts + interval '5 ms', 5,
+            SELECT 'exec-' || lpad(to_hex(i), 32, '0'), 'task-seed-' || lpad((i %% %s + 1)::text, 6, '0'),
+                   'seed-' || (i %% %s + 1), 'schedule', ts, 1, 'success', ts, ts, ts, ts + interval '5 ms', 5,
                    '{"deleted": 1}'
             FROM (SELECT i, now() - (i || ' seconds')::interval AS ts FROM generate_series(1, %s) AS i) AS s
             """,

@@ -43,8 +43,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        # Sessions in UTC: timestamptz values arrive as datetime.UTC and need no conversion.
+        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
     )
+
+
+def autocommit(engine: Engine) -> Engine:
+    """The same pool, without BEGIN/ROLLBACK around each use: for single-statement reads."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _alembic_config() -> Config:

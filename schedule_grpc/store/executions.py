@@ -8,18 +8,25 @@ from typing import Any
 from sqlalchemy import Engine, RowMapping, insert, select, update
 
 from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Outcome, Trigger
-from schedule_grpc.store.db import translate_errors
+from schedule_grpc.store.db import autocommit, translate_errors
+from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
 
 _FIELDS = [c.name for c in e.columns]
 
 
+_STATUS = {s.value: s for s in ExecutionStatus}
+_TRIGGER = {t.value: t for t in Trigger}
+_CATEGORY = {c.value: c for c in ErrorCategory}
+
+
 def _from_row(row: RowMapping) -> Execution:
+    # Lookups by dict rather than Enum(value): history pages turn many rows per call.
     values: dict[str, Any] = dict(row)
-    values["trigger"] = Trigger(values["trigger"])
-    values["status"] = ExecutionStatus(values["status"])
-    if values["error_category"] is not None:
-        values["error_category"] = ErrorCategory(values["error_category"])
+    values["trigger"] = _TRIGGER[values["trigger"]]
+    values["status"] = _STATUS[values["status"]]
+    category = values["error_category"]
+    values["error_category"] = None if category is None else _CATEGORY[category]
     return Execution(**values)
 
 
@@ -32,6 +39,7 @@ class ExecutionStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reads = autocommit(engine)
 
     def insert(self, execution: Execution) -> Execution:
         with translate_errors(), self._engine.begin() as conn:
@@ -39,7 +47,7 @@ class ExecutionStore:
         return execution
 
     def get(self, execution_id: str) -> Execution | None:
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._reads.connect() as conn:
             row = conn.execute(select(e).where(e.c.id == execution_id)).mappings().first()
         return _from_row(row) if row else None
 
@@ -72,18 +80,19 @@ class ExecutionStore:
             )
         return _from_row(row) if row else None
 
-    def history(self, task_id: str, *, limit: int, before_id: str | None = None) -> Sequence[Execution]:
-        """A task's executions, newest first, older than ``before_id`` when given."""
+    def history(self, task_name: str, *, limit: int, before_id: str | None = None) -> Sequence[Execution]:
+        """A task's executions, newest first, older than ``before_id`` when given (one round trip)."""
+        task_id = select(t.c.id).where(t.c.name == task_name).scalar_subquery()
         query = select(e).where(e.c.task_id == task_id).order_by(e.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(e.c.id < before_id)
-        with translate_errors(), self._engine.connect() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings()]
+        with translate_errors(), self._reads.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
 
     def recent(self, *, limit: int, before_id: str | None = None) -> Sequence[Execution]:
         """Executions of all tasks, newest first, older than ``before_id`` when given."""
         query = select(e).order_by(e.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(e.c.id < before_id)
-        with translate_errors(), self._engine.connect() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings()]
+        with translate_errors(), self._reads.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]

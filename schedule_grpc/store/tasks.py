@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc.errors import AlreadyExists
 from schedule_grpc.models import OverlapPolicy, RetryPolicy, Task
-from schedule_grpc.store.db import is_unique_violation, translate_errors
+from schedule_grpc.store.db import autocommit, is_unique_violation, translate_errors
 from schedule_grpc.store.tables import scheduled_tasks as t
 
 # Postgres channel on which every committed change to a task is announced (payload: the task name).
@@ -71,11 +71,18 @@ def _from_row(row: RowMapping) -> Task:
     )
 
 
+# Built once, so SQLAlchemy's compiled-statement cache serves every insert.
+_INSERT = insert(t).values({c.name: bindparam(c.name) for c in t.c})
+# On Postgres the NOTIFY rides on the INSERT: one round trip.
+_INSERT_AND_NOTIFY = select(func.pg_notify(CHANGES_CHANNEL, _INSERT.returning(t.c.name).cte("inserted").c.name))
+
+
 class TaskStore:
     """Reads and writes tasks; every write announces itself on CHANGES_CHANNEL in its transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reads = autocommit(engine)
         self._notify = engine.dialect.name == "postgresql"
 
     def _announce(self, conn: Connection, name: str) -> None:
@@ -86,8 +93,7 @@ class TaskStore:
         """Stores a new task; AlreadyExists when the name is taken."""
         try:
             with translate_errors(), self._engine.begin() as conn:
-                conn.execute(insert(t).values(_to_row(task)))
-                self._announce(conn, task.name)
+                conn.execute(_INSERT_AND_NOTIFY if self._notify else _INSERT, _to_row(task))
         except IntegrityError as error:
             if is_unique_violation(error):
                 raise AlreadyExists(f"task {task.name!r} already exists", reason="TASK_EXISTS") from error
@@ -95,7 +101,7 @@ class TaskStore:
         return task
 
     def get(self, name: str) -> Task | None:
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._reads.connect() as conn:
             row = conn.execute(select(t).where(t.c.name == name)).mappings().first()
         return _from_row(row) if row else None
 
@@ -104,8 +110,8 @@ class TaskStore:
         query = select(t).order_by(t.c.name).limit(limit)
         if after_name is not None:
             query = query.where(t.c.name > after_name)
-        with translate_errors(), self._engine.connect() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings()]
+        with translate_errors(), self._reads.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
 
     def set_enabled(self, name: str, *, enabled: bool, next_run: datetime | None, now: datetime) -> Task | None:
         """Enables or disables a task and sets its next run; None when absent."""

@@ -58,7 +58,7 @@ def test_a_scheduled_occurrence_can_be_inserted_only_once(database_url: str) -> 
     executions.insert(_execution(task, Trigger.RETRY, NOW, attempt=2))
     executions.insert(_execution(task, Trigger.MANUAL, NOW))
     executions.insert(_execution(task, Trigger.MANUAL, NOW))
-    assert len(executions.history(task.id, limit=10)) == 4
+    assert len(executions.history(task.name, limit=10)) == 4
     engine.dispose()
 
 
@@ -114,3 +114,22 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_every_task_change_is_announced_on_postgres(postgres_url: str) -> None:
+    import psycopg
+
+    from schedule_grpc.store.tasks import CHANGES_CHANNEL
+
+    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANGES_CHANNEL}")
+        engine = db.make_engine(postgres_url)
+        tasks = TaskStore(engine)
+        tasks.insert(_task("announced"))
+        tasks.set_enabled("announced", enabled=False, next_run=None, now=NOW)
+        tasks.delete("announced")
+        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+        engine.dispose()
+    assert payloads == ["announced", "announced", "announced"]
