@@ -60,6 +60,7 @@ class SchedulingEngine:
         self._on_enqueued = on_enqueued
         self._stop = threading.Event()
         self._leading = threading.Event()
+        self._ready = threading.Event()  # leading and promoted (caught up, loop running)
         self._thread = threading.Thread(target=self._run, name="scheduling-engine", daemon=True)
         self._scheduler: GuardedScheduler | None = None
         self._reconciler: Reconciler | None = None
@@ -85,8 +86,8 @@ class SchedulingEngine:
         return self._leading.is_set()
 
     def wait_leader(self, timeout_s: float) -> bool:
-        """Blocks until this replica leads (True) or ``timeout_s`` passes (False)."""
-        return self._leading.wait(timeout_s)
+        """Blocks until this replica leads and has caught up (True) or ``timeout_s`` passes (False)."""
+        return self._ready.wait(timeout_s)
 
     def task_changed(self, name: str) -> None:
         """A task changed in this process; reconciled at once (Postgres also delivers it by NOTIFY)."""
@@ -163,6 +164,7 @@ class SchedulingEngine:
             self._demote(f"promotion failed: {error}")
             return False
         self._recovered("promotion")
+        self._ready.set()
         log.info("leading", extra={"replica_id": self.replica_id, "epoch": self.epoch})
         return True
 
@@ -194,6 +196,7 @@ class SchedulingEngine:
 
     def _demote(self, reason: str) -> None:
         was_leading = self.is_leader
+        self._ready.clear()
         self._leading.clear()  # first: a pass still finishing stores nothing (and the fence is there anyway)
         self._shutdown_scheduler()
         self._reconciler = None
