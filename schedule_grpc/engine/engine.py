@@ -73,6 +73,8 @@ class SchedulingEngine:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        # APScheduler logs every job added and submitted at INFO: one line per task per fire.
+        logging.getLogger("apscheduler").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
         self._thread.start()
 
     def stop(self) -> None:
