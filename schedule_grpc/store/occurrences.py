@@ -63,10 +63,12 @@ class OccurrenceStore:
             pending, running = self._active(conn, task_ids)
             rows: list[dict[str, Any]] = []
             dropped = 0
+            stale: set[str] = set()  # rescheduled meanwhile: their next_run is the reconciliation's to set
             for o in sorted(occurrences, key=lambda o: (o.task_id, o.scheduled_for)):
                 task = tasks.get(o.task_id)
                 if task is None or not task.enabled or (task.schedule, task.timezone) != (o.schedule, o.timezone):
                     dropped += 1
+                    stale.add(o.task_id)
                     continue
                 decision = decide(
                     overlap=OverlapPolicy(task.overlap_policy),
@@ -83,7 +85,9 @@ class OccurrenceStore:
                     error = f"{error}; {o.note}"
                 rows.append(_row(o, task.name, decision.status, error, now))
             statuses = Counter(r[0] for r in conn.execute(self._insert().returning(e.c.status), rows)) if rows else {}
-            self._set_next_runs(conn, {k: v for k, v in next_runs.items() if k in tasks and tasks[k].enabled})
+            self._set_next_runs(
+                conn, {k: v for k, v in next_runs.items() if k in tasks and tasks[k].enabled and k not in stale}
+            )
             queued = statuses.get(ExecutionStatus.PENDING.value, 0)
             if queued and self._postgres:
                 conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": EXECUTIONS_CHANNEL, "p": str(queued)})

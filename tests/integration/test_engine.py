@@ -198,3 +198,14 @@ def _failing(replica: Replica) -> bool:
 def _job_ids(db: Engine) -> set[str]:
     with db.connect() as conn:
         return {r[0] for r in conn.execute(text("SELECT id FROM apscheduler_jobs"))}
+
+
+def test_an_occurrence_of_a_replaced_schedule_is_dropped(db: Engine, clock: FakeClock) -> None:
+    replica = make_replica(db, clock)
+    task = register(replica, "changed", "0 * * * *")
+    store = OccurrenceStore(db)
+    instant = datetime(2031, 6, 2, 10, tzinfo=UTC)
+    before = _next_run(db, "changed")
+    result = store.enqueue([Occurrence(task.id, instant, "*/5 * * * *", "UTC")], {task.id: instant + MINUTE}, instant)
+    assert result.dropped == 1 and rows(db, task) == []
+    assert _next_run(db, "changed") == before
