@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,11 +23,14 @@ from schedule_grpc import logs
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.server import create_server
 from schedule_grpc.clock import Clock, SystemClock
+from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.leader import lock_for, record_epoch
+from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
 
 log = logging.getLogger("schedule_grpc")
@@ -41,32 +46,68 @@ class Service:
     port: int
     health: health.HealthServicer
     monitor: HealthMonitor
+    scheduling: SchedulingEngine | None = None
 
     def start(self) -> None:
         self.server.start()
         self.monitor.start()
+        if self.scheduling is not None:
+            self.scheduling.start()
         log.info("serving", extra={"grpc_port": self.port, "database": self.engine.url.render_as_string()})
 
     def stop(self) -> None:
-        """Probes see NOT_SERVING first, then calls drain, then the database closes."""
+        """Probes see NOT_SERVING first, then calls drain, then the scheduling engine stops, then the database."""
         self.monitor.stop()
         self.server.stop(grace=self.settings.shutdown_grace_s).wait()
+        if self.scheduling is not None:
+            self.scheduling.stop()
         self.engine.dispose()
         log.info("stopped")
 
 
-def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRegistry | None = None) -> Service:
-    """Wires a replica from its settings (migrating the database first unless told not to)."""
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    handlers: HandlerRegistry | None = None,
+    on_enqueued: Callable[[], None] | None = None,
+) -> Service:
+    """Wires a replica from its settings (migrating the database first unless told not to).
+
+    ``on_enqueued`` is called after the scheduling engine queued pending executions (the executor's wake-up).
+    """
     clock = clock or SystemClock()
     engine = db.make_engine(settings.database_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         db.migrate(engine)
-    tasks = TaskService(TaskStore(engine), ExecutionStore(engine), handlers or default_registry(), clock)
+    scheduling: list[SchedulingEngine] = []  # filled below; task changes are passed on to it
+
+    def task_changed(name: str) -> None:
+        for engine_ in scheduling:
+            engine_.task_changed(name)
+
+    task_store = TaskStore(engine, on_change=task_changed)
+    tasks = TaskService(task_store, ExecutionStore(engine), handlers or default_registry(), clock)
     server, port, health_servicer = create_server(tasks, settings.grpc_address, max_workers=settings.grpc_max_workers)
-    monitor = HealthMonitor(
-        health_servicer, [("database", partial(db.ping, engine))], interval_s=settings.health_interval_s
-    )
-    return Service(settings, engine, server, port, health_servicer, monitor)
+    checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, engine))]
+    if settings.engine_enabled:
+        scheduling.append(
+            SchedulingEngine(
+                database=engine,
+                tasks=task_store,
+                occurrences=OccurrenceStore(engine),
+                lock=lock_for(engine),
+                record_epoch=partial(record_epoch, engine),
+                clock=clock,
+                replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
+                reconcile_interval_s=settings.reconcile_interval_s,
+                retry_interval_s=settings.leader_retry_interval_s,
+                on_enqueued=on_enqueued or (lambda: None),
+            )
+        )
+        checks.append(("scheduling engine", scheduling[0].check))
+    monitor = HealthMonitor(health_servicer, checks, interval_s=settings.health_interval_s)
+    return Service(settings, engine, server, port, health_servicer, monitor, scheduling[0] if scheduling else None)
 
 
 def main() -> int:

@@ -69,6 +69,16 @@ class Settings:
     grpc_max_workers: int = _setting(16, _positive(int), "Threads serving gRPC calls.")
     health_interval_s: float = _setting(2.0, _positive(float), "Seconds between database health checks.")
     shutdown_grace_s: float = _setting(10.0, _positive(float), "Seconds in-flight calls get on shutdown.")
+    engine_enabled: bool = _setting(
+        True, _bool, "Run the scheduling engine (fires tasks while this replica is the elected leader)."
+    )
+    replica_id: str = _setting("", str, "This replica's name in leader epochs and logs (default: host name and pid).")
+    reconcile_interval_s: float = _setting(
+        60.0, _positive(float), "Seconds between full reconciliations of the tasks into the scheduler (leader)."
+    )
+    leader_retry_interval_s: float = _setting(
+        0.5, _positive(float), "Seconds between leader-lock attempts (followers) and lock checks (leader)."
+    )
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -122,6 +123,13 @@ task_executions = Table(
         postgresql_where=text("trigger IN ('schedule', 'retry')"),
         sqlite_where=text("trigger IN ('schedule', 'retry')"),
     ),
+    # Overlap policy: the pending or running executions of a task, at every fire.
+    Index(
+        "ix_task_executions_active_task",
+        "task_id",
+        postgresql_where=text("status IN ('pending', 'running')"),
+        sqlite_where=text("status IN ('pending', 'running')"),
+    ),
 )
 
 dead_letters = Table(
@@ -136,6 +144,16 @@ dead_letters = Table(
     Column("error", Text),
     Column("error_category", String(16)),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+# APScheduler 3's job table (SQLAlchemyJobStore's shape): the scheduling engine's derived state,
+# written by the leader only. Described here; APScheduler builds its own Table object for it.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    MetaData(),
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )
 
 leader_epochs = Table(

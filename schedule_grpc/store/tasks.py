@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,10 +80,16 @@ _INSERT_AND_NOTIFY = select(func.pg_notify(CHANGES_CHANNEL, _INSERT.returning(t.
 class TaskStore:
     """Reads and writes tasks; every write announces itself on CHANGES_CHANNEL in its transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, on_change: Callable[[str], None] | None = None) -> None:
         self._engine = engine
         self._reads = autocommit(engine)
         self._notify = engine.dialect.name == "postgresql"
+        # Told, after commit, of each change made through this store (in-process delivery, e.g. SQLite).
+        self._on_change = on_change
+
+    def _changed(self, name: str) -> None:
+        if self._on_change is not None:
+            self._on_change(name)
 
     def _announce(self, conn: Connection, name: str) -> None:
         if self._notify:
@@ -98,6 +104,7 @@ class TaskStore:
             if is_unique_violation(error):
                 raise AlreadyExists(f"task {task.name!r} already exists", reason="TASK_EXISTS") from error
             raise
+        self._changed(task.name)
         return task
 
     def get(self, name: str) -> Task | None:
@@ -122,6 +129,8 @@ class TaskStore:
             row = conn.execute(query).mappings().first()
             if row is not None:
                 self._announce(conn, name)
+        if row is not None:
+            self._changed(name)
         return _from_row(row) if row else None
 
     def set_last_run(self, task_id: str, last_run: datetime) -> None:
@@ -141,4 +150,6 @@ class TaskStore:
             deleted = conn.execute(delete(t).where(t.c.name == name)).rowcount > 0
             if deleted:
                 self._announce(conn, name)
+        if deleted:
+            self._changed(name)
         return deleted

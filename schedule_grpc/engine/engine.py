@@ -1,0 +1,258 @@
+"""The engine's lifecycle: election, promotion, reconciliation, a guarded loop, health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from schedule_grpc.clock import Clock
+from schedule_grpc.engine.parts import BatchingJobStore, GuardedScheduler, OccurrenceBuffer, OccurrenceExecutor
+from schedule_grpc.engine.reconcile import Reconciler, ReconcileResult
+from schedule_grpc.firing import Occurrence
+from schedule_grpc.store.leader import LeaderLock, LeadershipLost
+from schedule_grpc.store.occurrences import EnqueueResult, OccurrenceStore
+from schedule_grpc.store.tasks import TaskStore
+
+log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    pass
+
+
+class SchedulingEngine:
+    """Fires every enabled task, once per instant, while this replica is the elected leader.
+
+    A thread campaigns for the leader lock every ``retry_interval_s``. On promotion the engine
+    records an epoch, starts APScheduler paused, reconciles every task (catching up what was missed),
+    then lets it run. While leading it verifies the lock every ``retry_interval_s`` (stopping at once
+    on any error), reconciles each changed task as its notification arrives, reconciles everything
+    every ``reconcile_interval_s``, and restarts APScheduler's loop if it ever died.
+    """
+
+    def __init__(
+        self,
+        *,
+        database: Any,
+        tasks: TaskStore,
+        occurrences: OccurrenceStore,
+        lock: LeaderLock,
+        record_epoch: Callable[[str, datetime], int],
+        clock: Clock,
+        replica_id: str,
+        reconcile_interval_s: float = 60.0,
+        retry_interval_s: float = 0.5,
+        on_enqueued: Callable[[], None] = _nothing,
+    ) -> None:
+        self._database = database
+        self._tasks = tasks
+        self._occurrences = occurrences
+        self._lock = lock
+        self._record_epoch = record_epoch
+        self._clock = clock
+        self.replica_id = replica_id
+        self._reconcile_interval_s = reconcile_interval_s
+        self._retry_s = retry_interval_s
+        self._on_enqueued = on_enqueued
+        self._stop = threading.Event()
+        self._leading = threading.Event()
+        self._ready = threading.Event()  # leading and promoted (caught up, loop running)
+        self._thread = threading.Thread(target=self._run, name="scheduling-engine", daemon=True)
+        self._scheduler: GuardedScheduler | None = None
+        self._reconciler: Reconciler | None = None
+        self._buffer = OccurrenceBuffer()
+        self._failures: dict[str, str] = {}
+        self._failures_lock = threading.Lock()
+        self.epoch: int | None = None
+        self.totals = EnqueueResult()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # APScheduler logs every job added and submitted at INFO: one line per task per fire.
+        logging.getLogger("apscheduler").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops firing and gives the leadership up (another replica takes over at once)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._retry_s + 30)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    def wait_leader(self, timeout_s: float) -> bool:
+        """Blocks until this replica leads and has caught up (True) or ``timeout_s`` passes (False)."""
+        return self._ready.wait(timeout_s)
+
+    def task_changed(self, name: str) -> None:
+        """A task changed in this process; reconciled at once (Postgres also delivers it by NOTIFY)."""
+        self._lock.changed(name)
+
+    def reconcile_now(self) -> ReconcileResult | None:
+        """A full reconciliation now (None when not leading)."""
+        reconciler = self._reconciler
+        return reconciler.full() if reconciler is not None and self.is_leader else None
+
+    def check(self) -> None:
+        """Health: raises while the engine is failing (its loop or its reconciliation)."""
+        with self._failures_lock:
+            failures = dict(self._failures)
+        if failures:
+            raise RuntimeError("; ".join(f"{k}: {v}" for k, v in sorted(failures.items())))
+
+    # --- the campaign ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_full = 0.0
+        lock_error: str | None = None
+        try:
+            while not self._stop.is_set():
+                if not self.is_leader:
+                    try:
+                        acquired = self._lock.try_acquire()
+                        lock_error = None
+                    except Exception as error:
+                        if str(error) != lock_error:
+                            log.warning("cannot campaign for leadership", extra={"error": str(error)})
+                        lock_error, acquired = str(error), False
+                    if acquired and self._promote():
+                        next_full = time.monotonic() + self._reconcile_interval_s
+                        continue
+                    self._stop.wait(self._retry_s)
+                    continue
+                try:
+                    names = self._lock.wait_changes(self._retry_s)
+                except LeadershipLost as error:
+                    self._demote(str(error))
+                    continue
+                if self._stop.is_set():
+                    break
+                next_full = self._lead(names, next_full)
+        finally:
+            if self.is_leader:
+                self._demote("shutting down")
+            self._lock.release()
+
+    def _lead(self, names: list[str], next_full: float) -> float:
+        reconciler = self._reconciler
+        assert reconciler is not None
+        try:
+            self._supervise()
+            full = False
+            for name in dict.fromkeys(names):
+                full = full or reconciler.one(name) is None
+            if full or time.monotonic() >= next_full:
+                reconciler.full()
+                next_full = time.monotonic() + self._reconcile_interval_s
+            self._recovered("reconcile")
+        except Exception as error:
+            self._failed("reconcile", error)
+        return next_full
+
+    def _promote(self) -> bool:
+        try:
+            self.epoch = self._record_epoch(self.replica_id, self._clock.now())
+            self._leading.set()
+            self._start_scheduler()
+        except Exception as error:
+            self._failed("promotion", error)
+            self._demote(f"promotion failed: {error}")
+            return False
+        self._recovered("promotion")
+        self._ready.set()
+        log.info("leading", extra={"replica_id": self.replica_id, "epoch": self.epoch})
+        return True
+
+    def _start_scheduler(self) -> None:
+        scheduler = GuardedScheduler(
+            on_error=lambda error: self._failed("loop", error),
+            on_pass=lambda: self._recovered("loop"),
+            retry_s=self._retry_s,
+            timezone=UTC,
+            jobstore_retry_interval=self._retry_s,
+        )
+        self._buffer = OccurrenceBuffer()
+        store = BatchingJobStore(self._database, on_pass_end=self._end_pass, on_error=scheduler.report_error)
+        scheduler.add_jobstore(store, "default")
+        scheduler.add_executor(OccurrenceExecutor(self._buffer), "default")
+        scheduler.start(paused=True)
+        self._scheduler = scheduler
+        self._reconciler = Reconciler(scheduler, self._tasks, self._hand_on, self._clock)
+        self._reconciler.full()  # catch up and align the jobs before the first pass
+        scheduler.resume()
+
+    def _supervise(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and not scheduler.loop_alive:
+            self._failed("loop", RuntimeError("the scheduler loop stopped; restarting it"))
+            self._shutdown_scheduler()
+            self._start_scheduler()
+            self._recovered("loop")
+
+    def _demote(self, reason: str) -> None:
+        was_leading = self.is_leader
+        self._ready.clear()
+        self._leading.clear()  # first: a pass still finishing stores nothing (and the fence is there anyway)
+        self._shutdown_scheduler()
+        self._reconciler = None
+        self._lock.release()
+        if was_leading:
+            log.warning("stopped leading", extra={"replica_id": self.replica_id, "epoch": self.epoch, "reason": reason})
+
+    def _shutdown_scheduler(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            try:
+                scheduler.shutdown(wait=False)
+            except Exception:  # pragma: no cover - a scheduler that cannot even stop
+                log.exception("stopping the scheduler failed")
+
+    # --- handing occurrences on --------------------------------------------------------------
+
+    def _end_pass(self) -> None:
+        occurrences, next_runs = self._buffer.take()
+        if occurrences or next_runs:
+            self._hand_on(occurrences, next_runs)
+
+    def _hand_on(self, occurrences: list[Occurrence], next_runs: Mapping[str, datetime]) -> None:
+        if not self.is_leader:
+            log.warning("not leading: occurrences left to the leader", extra={"occurrences": len(occurrences)})
+            return
+        result = self._occurrences.enqueue(occurrences, next_runs, self._clock.now())
+        self.totals = EnqueueResult(*(a + b for a, b in zip(_fields(self.totals), _fields(result), strict=True)))
+        if result.missed or result.skipped or result.dropped:
+            log.info(
+                "occurrences not run",
+                extra={"missed": result.missed, "skipped": result.skipped, "dropped": result.dropped},
+            )
+        if result.pending:
+            try:
+                self._on_enqueued()
+            except Exception:
+                log.exception("the executor's wake-up failed")
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _failed(self, part: str, error: BaseException) -> None:
+        with self._failures_lock:
+            new = self._failures.get(part) != str(error)
+            self._failures[part] = str(error)
+        if new:
+            log.error("scheduling engine failing", extra={"part": part, "error": str(error)}, exc_info=error)
+
+    def _recovered(self, part: str) -> None:
+        with self._failures_lock:
+            was = self._failures.pop(part, None)
+        if was is not None:
+            log.info("scheduling engine recovered", extra={"part": part})
+
+
+def _fields(result: EnqueueResult) -> tuple[int, ...]:
+    return (result.pending, result.missed, result.skipped, result.duplicates, result.dropped)

@@ -1,0 +1,102 @@
+"""Building scheduling engines on a test database, with a fake clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from schedule_grpc.engine.engine import SchedulingEngine
+from schedule_grpc.handlers.registry import default_registry
+from schedule_grpc.models import OverlapPolicy, Task
+from schedule_grpc.service import TaskService
+from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.leader import LeaderLock, lock_for, record_epoch
+from schedule_grpc.store.occurrences import OccurrenceStore
+from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.validation import NewTask
+from tests.support import FakeClock
+
+# Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,
+# so each test moves the fake clock and reconciles to fire.
+FUTURE = datetime(2031, 6, 2, 9, 0, 30, tzinfo=UTC)
+
+
+@dataclass
+class Replica:
+    engine: SchedulingEngine
+    tasks: TaskService
+    wakeups: list[int] = field(default_factory=list)
+
+
+def make_replica(
+    db: Engine, clock: FakeClock, name: str = "r1", *, lock: LeaderLock | None = None, interval_s: float = 60.0
+) -> Replica:
+    wakeups: list[int] = []
+    scheduling: list[SchedulingEngine] = []
+
+    def changed(name: str) -> None:
+        for engine in scheduling:
+            engine.task_changed(name)
+
+    store = TaskStore(db, on_change=changed)
+    engine = SchedulingEngine(
+        database=db,
+        tasks=store,
+        occurrences=OccurrenceStore(db),
+        lock=lock or lock_for(db),
+        record_epoch=partial(record_epoch, db),
+        clock=clock,
+        replica_id=name,
+        reconcile_interval_s=interval_s,
+        retry_interval_s=0.05,
+        on_enqueued=lambda: wakeups.append(1),
+    )
+    scheduling.append(engine)
+    service = TaskService(store, ExecutionStore(db), default_registry(), clock)
+    return Replica(engine, service, wakeups)
+
+
+def register(
+    replica: Replica,
+    name: str,
+    schedule: str,
+    *,
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW,
+    window: timedelta = timedelta(hours=1),
+) -> Task:
+    return replica.tasks.register(
+        NewTask(
+            name=name,
+            schedule=schedule,
+            handler="http",
+            metadata={"url": "http://127.0.0.1:9/"},
+            overlap_policy=overlap,
+            catchup_window=window,
+        )
+    )
+
+
+def rows(db: Engine, task: Task | None = None) -> list[Any]:
+    query = "SELECT scheduled_for, status, error, trigger, attempt, due_at FROM task_executions"
+    params: dict[str, Any] = {}
+    if task is not None:
+        query += " WHERE task_id = :t"
+        params["t"] = task.id
+    with db.connect() as conn:
+        return list(conn.execute(text(query + " ORDER BY scheduled_for"), params))
+
+
+def until(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
+    """Polls ``condition`` (the engine's threads react in milliseconds; no cron wait)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False

@@ -1,0 +1,211 @@
+"""The scheduling engine on a real database: firing, the fence, catch-up, overlap, reconciliation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from schedule_grpc.firing import MAX_MISSED_RECORDED, Occurrence
+from schedule_grpc.models import OverlapPolicy
+from schedule_grpc.store import db as dbm
+from schedule_grpc.store.occurrences import OccurrenceStore
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
+from tests.support import FakeClock
+
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Engine]:
+    engine = dbm.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(FUTURE)
+
+
+@pytest.fixture
+def replica(db: Engine, clock: FakeClock) -> Iterator[Replica]:
+    r = make_replica(db, clock)
+    r.engine.start()
+    assert r.engine.wait_leader(10)
+    yield r
+    r.engine.stop()
+
+
+def _next_run(db: Engine, name: str) -> datetime:
+    with db.connect() as conn:
+        value = conn.execute(text("SELECT next_run FROM scheduled_tasks WHERE name = :n"), {"n": name}).scalar()
+    assert value is not None
+    return _utc(value)
+
+
+def test_each_instant_becomes_one_pending_row_and_next_run_moves_on(
+    db: Engine, clock: FakeClock, replica: Replica
+) -> None:
+    task = register(replica, "every-5", "*/5 * * * *")
+    assert until(lambda: task.id in _job_ids(db))
+    first = datetime(2031, 6, 2, 9, 5, tzinfo=UTC)
+    clock.set(first + timedelta(minutes=10, seconds=3))
+    result = replica.engine.reconcile_now()
+    assert result is not None and result.caught_up == 3
+    fired = rows(db, task)
+    assert [_utc(r.scheduled_for) for r in fired] == [first, first + 5 * MINUTE, first + 10 * MINUTE]
+    assert {(r.status, r.trigger, r.attempt) for r in fired} == {("pending", "schedule", 1)}
+    assert _next_run(db, "every-5") == first + 15 * MINUTE
+    assert replica.wakeups  # the executor was woken up
+    # Reconciling again at the same instant fires nothing more.
+    replica.engine.reconcile_now()
+    assert len(rows(db, task)) == 3
+
+
+def test_a_second_insert_of_an_occurrence_is_ignored_and_counted(db: Engine, clock: FakeClock) -> None:
+    replica = make_replica(db, clock)
+    task = register(replica, "fenced", "0 * * * *")
+    instant = datetime(2031, 6, 2, 10, tzinfo=UTC)
+    store = OccurrenceStore(db)
+    occurrence = Occurrence(task.id, instant, "0 * * * *", "UTC")
+    clock.set(instant)
+    assert store.enqueue([occurrence], {}, instant).pending == 1
+    again = store.enqueue([occurrence, occurrence], {}, instant)
+    assert again.duplicates == 2 and again.pending == 0
+    assert len(rows(db, task)) == 1
+
+
+def test_occurrences_beyond_the_catch_up_window_are_recorded_missed_and_bounded(
+    db: Engine, clock: FakeClock, replica: Replica
+) -> None:
+    task = register(replica, "minutely", "* * * * *", window=timedelta(minutes=10))
+    assert until(lambda: task.id in _job_ids(db))
+    clock.advance(timedelta(days=3))  # down for three days
+    replica.engine.reconcile_now()
+    recorded = rows(db, task)
+    missed = [r for r in recorded if r.status == "missed"]
+    pending = [r for r in recorded if r.status == "pending"]
+    assert len(missed) == MAX_MISSED_RECORDED
+    assert all("catch-up window of 600s" in r.error for r in missed)
+    assert "not recorded one by one" in missed[-1].error
+    assert len(pending) == 10  # the minutes of the last ten run late
+
+
+def test_overlap_skip_records_the_skipped_occurrence_with_its_reason(
+    db: Engine, clock: FakeClock, replica: Replica
+) -> None:
+    task = register(replica, "slow", "*/10 * * * *", overlap=OverlapPolicy.SKIP)
+    assert until(lambda: task.id in _job_ids(db))
+    clock.set(datetime(2031, 6, 2, 9, 20, 1, tzinfo=UTC))
+    replica.engine.reconcile_now()
+    statuses = [(r.status, r.error) for r in rows(db, task)]
+    assert statuses[0] == ("pending", None)
+    assert statuses[1][0] == "skipped" and "overlap policy skip" in statuses[1][1]
+
+
+def test_overlap_queue_one_keeps_one_waiting_behind_a_running_execution(
+    db: Engine, clock: FakeClock, replica: Replica
+) -> None:
+    task = register(replica, "queued", "*/10 * * * *", overlap=OverlapPolicy.QUEUE_ONE)
+    assert until(lambda: task.id in _job_ids(db))
+    clock.set(datetime(2031, 6, 2, 9, 10, 1, tzinfo=UTC))
+    replica.engine.reconcile_now()
+    with db.begin() as conn:  # the executor started it
+        conn.execute(text("UPDATE task_executions SET status = 'running' WHERE task_id = :t"), {"t": task.id})
+    clock.set(datetime(2031, 6, 2, 9, 30, 1, tzinfo=UTC))
+    replica.engine.reconcile_now()
+    assert [r.status for r in rows(db, task)] == ["running", "pending", "skipped"]
+
+
+def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeClock, replica: Replica) -> None:
+    kept = register(replica, "kept", "*/5 * * * *")
+    paused = register(replica, "paused", "*/5 * * * *")
+    gone = register(replica, "gone", "*/5 * * * *")
+    replica.tasks.disable("paused")
+    replica.tasks.unregister("gone")
+    assert until(lambda: _job_ids(db) == {kept.id})
+    clock.advance(timedelta(minutes=6))
+    replica.engine.reconcile_now()
+    assert len(rows(db, kept)) == 1
+    assert rows(db, paused) == [] and rows(db, gone) == []
+    assert replica.engine.totals.pending == 1
+
+
+def test_a_registered_task_is_in_the_scheduler_at_once(db: Engine, replica: Replica) -> None:
+    task = register(replica, "new", "@daily")
+    assert until(lambda: task.id in _job_ids(db))
+
+
+def test_the_scheduler_loop_fires_a_due_task(db: Engine) -> None:
+    # The fake clock two minutes behind the wall clock: the task's next instant has already passed
+    # for APScheduler's loop, which fires it at once (no wait for a cron instant).
+    clock = FakeClock(datetime.now(UTC) - 2 * MINUTE)
+    replica = make_replica(db, clock)
+    replica.engine.start()
+    try:
+        assert replica.engine.wait_leader(10)
+        task = register(replica, "loop", "* * * * *")
+        assert until(lambda: len(rows(db, task)) >= 1)
+        first = rows(db, task)[0]
+        assert first.status == "pending"
+        assert until(lambda: _next_run(db, "loop") > datetime.now(UTC))
+    finally:
+        replica.engine.stop()
+    assert not replica.engine.is_leader
+
+
+def test_a_failing_loop_shows_in_health_and_heals(db: Engine, clock: FakeClock, replica: Replica) -> None:
+    register(replica, "any", "@hourly")
+    with db.begin() as conn:
+        conn.execute(text("ALTER TABLE apscheduler_jobs RENAME TO apscheduler_jobs_away"))
+    replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
+    assert until(lambda: _failing(replica))
+    with db.begin() as conn:
+        conn.execute(text("ALTER TABLE apscheduler_jobs_away RENAME TO apscheduler_jobs"))
+    replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
+    assert until(lambda: not _failing(replica))
+
+
+def test_a_dead_scheduler_loop_is_restarted(db: Engine, clock: FakeClock, replica: Replica) -> None:
+    task = register(replica, "survivor", "*/5 * * * *")
+    assert until(lambda: task.id in _job_ids(db))
+    old = replica.engine._scheduler
+    assert old is not None
+    old.shutdown(wait=False)  # the loop thread ends, as when APScheduler dies
+    assert until(lambda: replica.engine._scheduler is not None and replica.engine._scheduler is not old)
+    clock.advance(timedelta(minutes=5))
+    replica.engine.reconcile_now()
+    assert len(rows(db, task)) == 1
+
+
+def _utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):  # SQLite through raw SQL
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _failing(replica: Replica) -> bool:
+    try:
+        replica.engine.check()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _job_ids(db: Engine) -> set[str]:
+    with db.connect() as conn:
+        return {r[0] for r in conn.execute(text("SELECT id FROM apscheduler_jobs"))}
+
+
+def test_an_occurrence_of_a_replaced_schedule_is_dropped(db: Engine, clock: FakeClock) -> None:
+    replica = make_replica(db, clock)
+    task = register(replica, "changed", "0 * * * *")
+    store = OccurrenceStore(db)
+    instant = datetime(2031, 6, 2, 10, tzinfo=UTC)
+    before = _next_run(db, "changed")
+    result = store.enqueue([Occurrence(task.id, instant, "*/5 * * * *", "UTC")], {task.id: instant + MINUTE}, instant)
+    assert result.dropped == 1 and rows(db, task) == []
+    assert _next_run(db, "changed") == before
