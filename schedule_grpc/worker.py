@@ -6,7 +6,7 @@ server (never from the multi-threaded server process) and started ahead of need,
 not wait for a process to start. Before the handler runs, the process caps its own address space to
 its baseline plus the task's memory limit, so an allocation past the limit raises MemoryError in the
 handler instead of growing the host. A process that dies (segfault, ``os._exit``, the OOM killer)
-ends only its own attempt; a process whose replica dies is killed with it (``PR_SET_PDEATHSIG``).
+ends only its own attempt; a process whose replica dies stops too: it watches its pipe to the replica.
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ def _limit_memory(limit_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def _exit_when_orphaned(conn: Connection) -> None:  # pragma: no cover - runs in the worker process
+    """The server never writes twice: the pipe turns readable only when the server process is gone."""
+    with contextlib.suppress(Exception):
+        conn.poll(None)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the worker process
     """The worker process: wait for one job, run it, report, exit."""
     _die_with_parent()
@@ -87,6 +94,7 @@ def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the work
             )
         )
         return
+    threading.Thread(target=_exit_when_orphaned, args=(conn,), daemon=True).start()
     _limit_memory(job.memory_limit_mb)
     attempt = call_handler(job.handler, job.context)
     try:

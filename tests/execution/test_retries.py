@@ -108,9 +108,7 @@ def test_dead_letter_pages(replica: Service, stub: pb_grpc.ScheduleServiceStub, 
     assert len({d.id for d in [*first.dead_letters, *rest.dead_letters]}) == 3
 
 
-def test_a_broken_smtp_server_never_holds_up_executions(
-    database_url: str, clock: FakeClock, smtp: SmtpServer
-) -> None:
+def test_a_broken_smtp_server_never_holds_up_executions(database_url: str, clock: FakeClock, smtp: SmtpServer) -> None:
     from server import build
     from tests.execution.conftest import registry, replica_settings
 
