@@ -8,11 +8,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
+from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 
 
 class _Base:
+    name = ""
     description = "test handler"
     category = "test"
 
@@ -43,7 +44,7 @@ class Sleep(_Base):
         pid_file = context.metadata.get("pidFile")
         if isinstance(pid_file, str):
             Path(pid_file).write_text(str(os.getpid()))
-        time.sleep(float(context.metadata.get("seconds", 10)))  # type: ignore[arg-type]
+        time.sleep(float(str(context.metadata.get("seconds", 10))))
         return "slept"
 
 
@@ -53,7 +54,7 @@ class Allocate(_Base):
     name = "allocate"
 
     def run(self, context: HandlerContext) -> JSON:
-        block = bytearray(int(context.metadata["mb"]) * 1024 * 1024)  # type: ignore[arg-type]
+        block = bytearray(int(str(context.metadata["mb"])) * 1024 * 1024)
         return len(block)
 
 
@@ -88,4 +89,4 @@ class Alerting(_Base):
         return {"down": ["db"], "alerts": [{"subject": "service db is down", "body": "db did not answer"}]}
 
 
-ALL = [Noop(), Failing(), Sleep(), Allocate(), Crash(), Leaky(), Alerting()]
+ALL: list[Handler] = [Noop(), Failing(), Sleep(), Allocate(), Crash(), Leaky(), Alerting()]

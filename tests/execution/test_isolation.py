@@ -76,7 +76,7 @@ def test_a_worker_process_killed_mid_execution_fails_and_is_retried(
     pid_file = tmp_path / "pid"
     task = register(stub, "victim", "sleep", metadata={"seconds": 30, "pidFile": str(pid_file)})
     enqueue_scheduled(replica, task.id, task.name, clock.now())
-    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
+    pid = read_pid(pid_file)
     os.kill(pid, signal.SIGKILL)
     retry = wait_until(lambda: [x for x in history(replica, task.id) if x.attempt == 2])[0]
     [first] = [x for x in history(replica, task.id) if x.attempt == 1]
@@ -109,7 +109,7 @@ def test_an_execution_of_a_replica_killed_mid_execution_is_recovered_and_retried
     try:
         now = datetime.now(UTC)
         enqueue_scheduled(replica, task.id, task.name, now - timedelta(seconds=1))
-        handler_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout_s=30))
+        handler_pid = read_pid(pid_file, 30)
         os.kill(other.pid, signal.SIGKILL)  # the replica dies mid-execution
         other.wait(10)
         wait_until(lambda: not _alive(handler_pid))  # its worker process dies with it
@@ -127,6 +127,11 @@ def test_an_execution_of_a_replica_killed_mid_execution_is_recovered_and_retried
         assert retry.status is ExecutionStatus.PENDING and retry.scheduled_for == first.scheduled_for
     finally:
         survivor.stop()
+
+
+def read_pid(pid_file: Path, timeout_s: float = 15.0) -> int:
+    """The pid the sleep handler wrote once it started."""
+    return int(wait_until(lambda: pid_file.read_text() if pid_file.exists() else None, timeout_s=timeout_s))
 
 
 def _alive(pid: int) -> bool:
@@ -161,7 +166,7 @@ def test_cancel_stops_a_running_execution_and_drops_a_pending_one(
     pid_file = tmp_path / "pid"
     task = register(stub, "long", "sleep", metadata={"seconds": 30, "pidFile": str(pid_file)})
     running = enqueue_scheduled(replica, task.id, task.name, clock.now())
-    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
+    pid = read_pid(pid_file)
     # Overlap policy skip: the next occurrence waits while the first runs.
     waiting = enqueue_scheduled(replica, task.id, task.name, clock.now() + timedelta(microseconds=1))
     clock.advance(timedelta(seconds=1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -17,9 +19,9 @@ from tests.execution.smtp import SmtpServer
 from tests.support import FakeClock
 
 
-def register(stub: pb_grpc.ScheduleServiceStub, name: str, handler: str, **fields: object) -> pb.Task:
+def register(stub: pb_grpc.ScheduleServiceStub, name: str, handler: str, **fields: Any) -> pb.Task:
     metadata = struct_pb2.Struct()
-    metadata.update(fields.pop("metadata", {}))  # type: ignore[arg-type]
+    metadata.update(fields.pop("metadata", {}))
     request = pb.RegisterTaskRequest(name=name, schedule="@hourly", handler=handler, metadata=metadata, **fields)
     return stub.RegisterTask(request).task
 
@@ -30,7 +32,7 @@ def test_five_failures_retry_after_1_2_4_8_16_s_then_one_dead_letter_and_one_ema
     task = register(stub, "always-down", "failing")
     enqueue_scheduled(replica, task.id, task.name, clock.now())
     for attempt in range(1, 6):
-        retry = wait_until(lambda n=attempt: [x for x in history(replica, task.id) if x.attempt == n + 1])[0]
+        retry = wait_until(lambda: [x for x in history(replica, task.id) if x.attempt == attempt + 1])[0]  # noqa: B023
         assert retry.status is ExecutionStatus.PENDING and retry.trigger is Trigger.RETRY
         clock.set(retry.due_at)  # time moves to the retry's due instant, no further
         assert replica.executor is not None
@@ -42,7 +44,7 @@ def test_five_failures_retry_after_1_2_4_8_16_s_then_one_dead_letter_and_one_ema
     assert all(x.status is ExecutionStatus.FAILED for x in attempts)
     assert all(x.error_category is ErrorCategory.NETWORK and "HandlerFailed" in (x.traceback or "") for x in attempts)
     assert {x.scheduled_for for x in attempts} == {attempts[0].scheduled_for}
-    gaps = [(b.started_at - a.completed_at).total_seconds() for a, b in zip(attempts, attempts[1:], strict=False)]  # type: ignore[operator]
+    gaps = [(b.started_at - a.completed_at).total_seconds() for a, b in itertools.pairwise(attempts)]  # type: ignore[operator]
     assert gaps == [1, 2, 4, 8, 16]
 
     [letter] = stub.ListDeadLetters(pb.ListDeadLettersRequest(task_name="always-down")).dead_letters
@@ -73,13 +75,12 @@ def test_redrive_runs_one_more_attempt_and_discard_removes(
     stub.DiscardDeadLetter(pb.DiscardDeadLetterRequest(id=again.id))
     assert not stub.ListDeadLetters(pb.ListDeadLettersRequest()).dead_letters
     assert len(history(replica, task.id)) == 2  # the history keeps both attempts
-    for call, request in [
-        (stub.DiscardDeadLetter, pb.DiscardDeadLetterRequest(id=again.id)),
-        (stub.RedriveDeadLetter, pb.RedriveDeadLetterRequest(id=letter.id)),
-    ]:
-        with pytest.raises(grpc.RpcError) as caught:
-            call(request)
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DiscardDeadLetter(pb.DiscardDeadLetterRequest(id=again.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RedriveDeadLetter(pb.RedriveDeadLetterRequest(id=letter.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListDeadLetters(pb.ListDeadLettersRequest(task_name="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
