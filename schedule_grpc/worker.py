@@ -20,8 +20,9 @@ import pickle
 import queue
 import resource
 import signal
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -108,6 +109,37 @@ def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the work
             )
         )
     conn.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)  # skip interpreter teardown: nothing of this process is reused
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Starts a worker without re-importing the program's main module in it.
+
+    multiprocessing imports the parent's ``__main__`` (server.py and all it imports) in every new
+    process, which costs far more than an execution; handlers are importable by name anyway, so the
+    worker needs nothing from it. Hidden only while a process starts, under a lock.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:  # pragma: no cover
+        yield
+        return
+    with _MAIN_LOCK:
+        path = main.__dict__.pop("__file__", None)
+        spec = main.__dict__.get("__spec__")
+        main.__spec__ = None
+        try:
+            yield
+        finally:
+            main.__spec__ = spec
+            if path is not None:
+                main.__file__ = path
 
 
 class Running:
@@ -131,7 +163,7 @@ class Running:
             self._process.join(5)
             return worker_died(self._process.exitcode)
         self._conn.close()
-        self._process.join(5)
+        # The process exits by itself right after reporting; the pool reaps it off this path.
         return attempt
 
     def kill(self) -> None:
@@ -195,14 +227,16 @@ class WorkerPool:
     def _start_one(self) -> tuple[BaseProcess, Connection]:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(target=_serve_one, args=(child,), name="schedule-worker", daemon=True)
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         return process, parent
 
     def _refill(self) -> None:
         while not self._stopped.is_set():
-            self._wanted.wait()
+            self._wanted.wait(1.0)
             self._wanted.clear()
+            self._context.active_children()  # reaps the processes that served their execution
             while not self._stopped.is_set() and self._idle.qsize() < self._spares:
                 try:
                     self._idle.put(self._start_one())
