@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,17 +21,23 @@ from grpc_health.v1 import health
 from sqlalchemy import Engine
 
 from schedule_grpc import logs
+from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.server import create_server
 from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
+from schedule_grpc.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
+from schedule_grpc.store.dead_letters import DeadLetterStore
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import lock_for, record_epoch
+from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
+from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import TaskStore
 
 log = logging.getLogger("schedule_grpc")
@@ -46,9 +53,18 @@ class Service:
     port: int
     health: health.HealthServicer
     monitor: HealthMonitor
+    executor: Executor | None = None
+    alerts: Alerts | None = None
+    listener: Listener | None = None
     scheduling: SchedulingEngine | None = None
 
     def start(self) -> None:
+        if isinstance(self.alerts, EmailAlerts):
+            self.alerts.start()
+        if self.executor is not None:
+            self.executor.start()
+        if self.listener is not None:
+            self.listener.start()
         self.server.start()
         self.monitor.start()
         if self.scheduling is not None:
@@ -61,6 +77,12 @@ class Service:
         self.server.stop(grace=self.settings.shutdown_grace_s).wait()
         if self.scheduling is not None:
             self.scheduling.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        if self.executor is not None:
+            self.executor.stop()  # running handlers get the grace period, then are stopped and recorded
+        if isinstance(self.alerts, EmailAlerts):
+            self.alerts.stop()
         self.engine.dispose()
         log.info("stopped")
 
@@ -86,11 +108,39 @@ def build(
         for engine_ in scheduling:
             engine_.task_changed(name)
 
+    registry = handlers or default_registry()
     task_store = TaskStore(engine, on_change=task_changed)
-    tasks = TaskService(task_store, ExecutionStore(engine), handlers or default_registry(), clock)
-    server, port, health_servicer = create_server(tasks, settings.grpc_address, max_workers=settings.grpc_max_workers)
+    queue = QueueStore(engine)
+    alerts = _alerts(settings)
+    replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    executor = Executor(
+        queue,
+        registry,
+        clock,
+        alerts,
+        ExecutorConfig(
+            owner=f"{replica_id}-{uuid.uuid4().hex[:8]}",
+            concurrency=settings.executor_concurrency,
+            poll_interval_s=settings.executor_poll_interval_s,
+            lease_s=settings.executor_lease_s,
+            memory_limit_mb=settings.executor_memory_limit_mb,
+            shutdown_grace_s=settings.shutdown_grace_s,
+        ),
+    )
+    listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
+    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
+    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
+    server, port, health_servicer = create_server(
+        tasks, settings.grpc_address, max_workers=settings.grpc_max_workers, queue=operations
+    )
     checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, engine))]
     if settings.engine_enabled:
+
+        def enqueued() -> None:
+            executor.wake()
+            if on_enqueued is not None:
+                on_enqueued()
+
         scheduling.append(
             SchedulingEngine(
                 database=engine,
@@ -99,15 +149,45 @@ def build(
                 lock=lock_for(engine),
                 record_epoch=partial(record_epoch, engine),
                 clock=clock,
-                replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
+                replica_id=replica_id,
                 reconcile_interval_s=settings.reconcile_interval_s,
                 retry_interval_s=settings.leader_retry_interval_s,
-                on_enqueued=on_enqueued or (lambda: None),
+                on_enqueued=enqueued,
             )
         )
         checks.append(("scheduling engine", scheduling[0].check))
     monitor = HealthMonitor(health_servicer, checks, interval_s=settings.health_interval_s)
-    return Service(settings, engine, server, port, health_servicer, monitor, scheduling[0] if scheduling else None)
+    return Service(
+        settings,
+        engine,
+        server,
+        port,
+        health_servicer,
+        monitor,
+        executor,
+        alerts,
+        listener,
+        scheduling[0] if scheduling else None,
+    )
+
+
+def _alerts(settings: Settings) -> Alerts:
+    if not settings.smtp_host:
+        return LogAlerts()
+    return EmailAlerts(
+        SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            recipients=settings.smtp_recipients,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+            retries=settings.smtp_retries,
+            ca_file=settings.smtp_ca_file,
+        )
+    )
 
 
 def main() -> int:

@@ -89,6 +89,8 @@ class Task:
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW
     critical: bool = False
+    # Memory (MiB) the handler may allocate in its worker process; None: the server's default.
+    memory_limit_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,21 @@ class Outcome:
     error: str | None = None
     error_category: ErrorCategory | None = None
     traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An execution whose last retry failed, parked until someone redrives or discards it."""
+
+    id: str
+    execution_id: str
+    task_id: str
+    task_name: str
+    scheduled_for: datetime
+    attempts: int
+    error: str | None
+    error_category: ErrorCategory | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from schedule_grpc import tokens, validation
 from schedule_grpc.clock import Clock
-from schedule_grpc.errors import InvalidArgument, NotFound, Unimplemented
+from schedule_grpc.errors import DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.ids import new_id
@@ -16,12 +18,20 @@ from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
+
+if TYPE_CHECKING:
+    from schedule_grpc.executor import Executor
+    from schedule_grpc.store.queue import QueueStore
 from schedule_grpc.validation import NewTask
 
 DEFAULT_TASK_PAGE = 1000
 DEFAULT_HISTORY_LIMIT = 50
 DEFAULT_RECENT_LIMIT = 100
 DEFAULT_PREVIEW_COUNT = 5
+# Without a caller deadline RunTaskNow waits this long beyond the task's timeout.
+RUN_NOW_SLACK = timedelta(seconds=30)
+# RunTaskNow answers this much before the caller's deadline, so the caller reads our message.
+DEADLINE_MARGIN_S = 0.1
 
 
 class TaskService:
@@ -33,11 +43,16 @@ class TaskService:
         executions: ExecutionStore,
         handlers: HandlerRegistry,
         clock: Clock,
+        *,
+        queue: QueueStore | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._tasks = tasks
         self._executions = executions
         self._handlers = handlers
         self._clock = clock
+        self._queue = queue
+        self._executor = executor
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -66,6 +81,7 @@ class TaskService:
             overlap_policy=new.overlap_policy or OverlapPolicy.SKIP,
             catchup_window=validation.catchup_window(new.catchup_window),
             critical=new.critical,
+            memory_limit_mb=validation.memory_limit_mb(new.memory_limit_mb),
         )
         return self._tasks.insert(task)
 
@@ -104,11 +120,17 @@ class TaskService:
 
     # --- executions ------------------------------------------------------------------------
 
-    def run_now(self, name: str) -> Execution:
-        """Runs the task's handler now, in this thread, and records the execution."""
+    def run_now(self, name: str, *, wait_s: float | None = None) -> Execution:
+        """Queues a manual execution and waits for its outcome, for ``wait_s`` at most (the call's deadline).
+
+        DeadlineExceeded when it has not finished by then; it keeps going and shows in the history.
+        Without an executor (the use cases alone) the handler runs in this thread.
+        """
         task = self._find(name)
         handler = self._handler(task.handler, field="handler")
         now = self._clock.now()
+        if self._queue is not None and self._executor is not None:
+            return self._run_queued(task, now, wait_s)
         execution = self._executions.insert(
             Execution(
                 id=new_id("exec"),
@@ -138,6 +160,42 @@ class TaskService:
         if finished is None:  # the task was deleted while it ran: report what happened anyway
             return dataclasses.replace(execution, status=outcome.status, error=outcome.error)
         return finished
+
+    def _run_queued(self, task: Task, now: datetime, wait_s: float | None) -> Execution:
+        assert self._queue is not None and self._executor is not None
+        execution = self._queue.enqueue(
+            Execution(
+                id=new_id("exec"),
+                task_id=task.id,
+                task_name=task.name,
+                trigger=Trigger.MANUAL,
+                scheduled_for=now,
+                attempt=1,
+                status=ExecutionStatus.PENDING,
+                due_at=now,
+                created_at=now,
+            )
+        )
+        self._executor.wake()
+        budget = (task.timeout + RUN_NOW_SLACK).total_seconds()
+        if wait_s is not None:  # a call without a deadline reports an effectively infinite one
+            budget = min(budget, wait_s - DEADLINE_MARGIN_S)
+        deadline = time.monotonic() + budget
+        while True:
+            current = self._executions.get(execution.id)
+            if current is None:
+                raise _not_found(task.name)  # deleted while it ran
+            if current.status.finished:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(
+                    f"execution {execution.id} of task {task.name!r} is still {current.status.value} at the "
+                    "call's deadline; it keeps going and its outcome will show in the task's history",
+                    reason="EXECUTION_NOT_FINISHED",
+                )
+            # Woken when this replica records an execution; polls for one recorded by another replica.
+            self._executor.wait_finished(execution.id, min(left, 0.2))
 
     def history(self, name: str, *, limit: int, page_token: str) -> Page[Execution]:
         size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)

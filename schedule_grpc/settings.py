@@ -81,6 +81,34 @@ class Settings:
     )
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
+    executor_concurrency: int = _setting(4, _positive(int), "Executions this replica runs at once (worker processes).")
+    executor_poll_interval_s: float = _setting(
+        0.5, _positive(float), "Longest wait before the executor looks for due executions without being woken."
+    )
+    executor_lease_s: float = _setting(
+        30.0, _positive(float), "Lease of a running execution; renewed every third of it, recovered once expired."
+    )
+    executor_memory_limit_mb: int = _setting(
+        512, _positive(int), "Memory (MiB) a handler may allocate in its worker process, unless its task says."
+    )
+    smtp_host: str = _setting("", str, "SMTP server for alert emails; empty: alerts are only logged.")
+    smtp_port: int = _setting(587, _positive(int), "SMTP server port.")
+    smtp_username: str = _setting("", str, "SMTP login; empty: no login.")
+    smtp_password: str = _setting("", str, "SMTP password.")
+    smtp_starttls: bool = _setting(True, _bool, "Upgrade the SMTP connection with STARTTLS (certificate verified).")
+    smtp_ca_file: str = _setting("", str, "CA bundle verifying the SMTP server; empty: the system's.")
+    smtp_from: str = _setting("schedule@localhost", str, "Sender address of alert emails.")
+    smtp_to: str = _setting("", str, "Comma-separated recipients of alert emails (required with SMTP_HOST).")
+    smtp_timeout_s: float = _setting(10.0, _positive(float), "Seconds an SMTP connection or command may take.")
+    smtp_retries: int = _setting(5, int, "Retries of an undelivered alert (1, 2, 4, ... s apart).")
+
+    def __post_init__(self) -> None:
+        if self.smtp_host and not self.smtp_recipients:
+            raise SettingsError("SCHEDULE_SMTP_TO: at least one recipient is required when SCHEDULE_SMTP_HOST is set")
+
+    @property
+    def smtp_recipients(self) -> list[str]:
+        return [r.strip() for r in self.smtp_to.split(",") if r.strip()]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -20,6 +20,7 @@ MAX_DELAY = timedelta(days=1)
 MAX_RETRIES = 100
 MAX_PAGE = 1000
 MAX_PREVIEW = 100
+MEMORY_LIMIT_MB = (16, 65536)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class NewTask:
     overlap_policy: OverlapPolicy | None = None
     catchup_window: timedelta | None = None
     critical: bool = False
+    memory_limit_mb: int | None = None
 
 
 def name(value: str, field_name: str = "name") -> str:
@@ -123,3 +125,12 @@ def limit(value: int, field_name: str, *, default: int, maximum: int = MAX_PAGE)
 def _fmt(value: timedelta) -> str:
     seconds = value.total_seconds()
     return f"{seconds:g}s"
+
+
+def memory_limit_mb(value: int | None) -> int | None:
+    if value is None:
+        return None
+    low, high = MEMORY_LIMIT_MB
+    if not low <= value <= high:
+        raise InvalidArgument("memory_limit_mb", f"must be between {low} and {high} MiB")
+    return value

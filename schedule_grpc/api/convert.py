@@ -10,7 +10,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import Handler
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, OverlapPolicy, Task, Trigger
+from schedule_grpc.models import DeadLetter, ErrorCategory, Execution, ExecutionStatus, OverlapPolicy, Task, Trigger
 from schedule_grpc.validation import NewTask, RetryPolicyInput
 
 _STATUS = {
@@ -116,6 +116,7 @@ def task_to_pb(task: Task) -> pb.Task:
         overlap_policy=_OVERLAP[task.overlap_policy],
         catchup_window=duration(task.catchup_window),
         critical=task.critical,
+        memory_limit_mb=task.memory_limit_mb,
     )
 
 
@@ -139,6 +140,7 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         overlap_policy=_overlap_from_pb(request.overlap_policy),
         catchup_window=_from_duration(request, "catchup_window", "catchup_window"),
         critical=request.critical,
+        memory_limit_mb=request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
     )
 
 
@@ -193,3 +195,17 @@ def _set_value(target: struct_pb2.Value, value: Any) -> None:
 
 def handler_to_pb(handler: Handler) -> pb.HandlerInfo:
     return pb.HandlerInfo(name=handler.name, description=handler.description, category=handler.category)
+
+
+def dead_letter_to_pb(letter: DeadLetter) -> pb.DeadLetter:
+    return pb.DeadLetter(
+        id=letter.id,
+        execution_id=letter.execution_id,
+        task_id=letter.task_id,
+        task_name=letter.task_name,
+        scheduled_for=timestamp(letter.scheduled_for),
+        attempts=letter.attempts,
+        error=letter.error or "",
+        error_category=_CATEGORY[letter.error_category] if letter.error_category else pb.ERROR_CATEGORY_UNSPECIFIED,
+        created_at=timestamp(letter.created_at),
+    )

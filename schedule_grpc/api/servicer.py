@@ -7,15 +7,23 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api import convert
+from schedule_grpc.errors import Unimplemented
 from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     """Domain errors raised here are mapped to statuses by api.status.ErrorInterceptor."""
 
-    def __init__(self, tasks: TaskService) -> None:
+    def __init__(self, tasks: TaskService, queue: QueueService | None = None) -> None:
         self._tasks = tasks
+        self._queue = queue
+
+    def _operations(self) -> QueueService:
+        if self._queue is None:
+            raise Unimplemented("this server runs no executor", reason="EXECUTOR_UNAVAILABLE")
+        return self._queue
 
     def RegisterTask(self, request: pb.RegisterTaskRequest, context: grpc.ServicerContext) -> pb.RegisterTaskResponse:
         task = self._tasks.register(convert.new_task_from_pb(request))
@@ -45,7 +53,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in page.items], next_page_token=page.next_token)
 
     def RunTaskNow(self, request: pb.RunTaskNowRequest, context: grpc.ServicerContext) -> pb.RunTaskNowResponse:
-        execution = self._tasks.run_now(request.name)
+        execution = self._tasks.run_now(request.name, wait_s=context.time_remaining())
         success = execution.status is ExecutionStatus.SUCCESS
         message = (
             f"Task {request.name} executed successfully"
@@ -90,3 +98,36 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         start = convert.from_timestamp(request.start_time) if request.HasField("start_time") else None
         instants = self._tasks.preview(request.schedule, request.timezone, start, request.count)
         return pb.PreviewScheduleResponse(next_run_times=[convert.timestamp(t) for t in instants])
+
+    def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: grpc.ServicerContext
+    ) -> pb.CancelExecutionResponse:
+        execution = self._operations().cancel(request.execution_id)
+        return pb.CancelExecutionResponse(
+            execution=convert.execution_to_pb(execution), message=f"Execution {execution.id} cancelled"
+        )
+
+    def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeadLettersResponse:
+        page = self._operations().dead_letters(
+            task_name=request.task_name, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListDeadLettersResponse(
+            dead_letters=[convert.dead_letter_to_pb(d) for d in page.items], next_page_token=page.next_token
+        )
+
+    def RedriveDeadLetter(
+        self, request: pb.RedriveDeadLetterRequest, context: grpc.ServicerContext
+    ) -> pb.RedriveDeadLetterResponse:
+        execution = self._operations().redrive(request.id)
+        return pb.RedriveDeadLetterResponse(
+            execution=convert.execution_to_pb(execution),
+            message=f"Dead letter {request.id} redriven as execution {execution.id}",
+        )
+
+    def DiscardDeadLetter(
+        self, request: pb.DiscardDeadLetterRequest, context: grpc.ServicerContext
+    ) -> pb.DiscardDeadLetterResponse:
+        self._operations().discard(request.id)
+        return pb.DiscardDeadLetterResponse(message=f"Dead letter {request.id} discarded")

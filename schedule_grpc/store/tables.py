@@ -80,6 +80,7 @@ scheduled_tasks = Table(
     Column("overlap_policy", String(16), nullable=False),
     Column("catchup_window_s", Float, nullable=False),
     Column("critical", Boolean, nullable=False, server_default=text("false")),
+    Column("memory_limit_mb", Integer),
     Index(None, "enabled", "next_run"),
 )
 

@@ -182,6 +182,7 @@ class Task(_message.Message):
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_MB_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, e.g. "task-0192f..."."""
     name: _builtins.str
@@ -198,6 +199,10 @@ class Task(_message.Message):
     """What happens when an occurrence is due while the previous one still runs."""
     critical: _builtins.bool
     """Critical tasks alert on their first failure, not only on dead-lettering."""
+    memory_limit_mb: _builtins.int
+    """Memory (MiB) the handler may allocate in its worker process; unset: the
+    server's default (SCHEDULE_EXECUTOR_MEMORY_LIMIT_MB).
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON object; handlers read their configuration from it."""
@@ -249,12 +254,15 @@ class Task(_message.Message):
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
         catchup_window: _duration_pb2.Duration | None = ...,
         critical: _builtins.bool = ...,
+        memory_limit_mb: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "last_run", b"last_run", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__memory_limit_mb: _TypeAlias = _typing.Literal["memory_limit_mb"]  # noqa: Y015
+    _WhichOneofArgType__memory_limit_mb: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_limit_mb) -> _WhichOneofReturnType__memory_limit_mb | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
@@ -416,6 +424,7 @@ class RegisterTaskRequest(_message.Message):
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_MB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique task name: 1-128 characters of [A-Za-z0-9._:-], starting with a letter or digit."""
     schedule: _builtins.str
@@ -430,6 +439,8 @@ class RegisterTaskRequest(_message.Message):
     """Overlap policy. Default skip."""
     critical: _builtins.bool
     """Alert on the first failure, not only on dead-lettering."""
+    memory_limit_mb: _builtins.int
+    """Memory (MiB) the handler may allocate, 16-65536. Default: the server's."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """JSON object read by the handler; at most 64 KiB serialised."""
@@ -460,14 +471,20 @@ class RegisterTaskRequest(_message.Message):
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
         catchup_window: _duration_pb2.Duration | None = ...,
         critical: _builtins.bool = ...,
+        memory_limit_mb: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "catchup_window", b"catchup_window", "enabled", b"enabled", "metadata", b"metadata", "retry_policy", b"retry_policy", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "enabled", b"enabled", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "retry_policy", b"retry_policy", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "catchup_window", b"catchup_window", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "metadata", b"metadata", "name", b"name", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__memory_limit_mb: _TypeAlias = _typing.Literal["memory_limit_mb"]  # noqa: Y015
+    _WhichOneofArgType__memory_limit_mb: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_limit_mb) -> _WhichOneofReturnType__memory_limit_mb | None: ...
 
 Global___RegisterTaskRequest: _TypeAlias = RegisterTaskRequest  # noqa: Y015
 
@@ -1090,3 +1107,265 @@ class PreviewScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewScheduleResponse: _TypeAlias = PreviewScheduleResponse  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """An execution whose last retry failed, parked until it is redriven or
+    discarded.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_CATEGORY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier, e.g. "dlq-0192f..."."""
+    execution_id: _builtins.str
+    """The execution that failed last."""
+    task_id: _builtins.str
+    """The task's id."""
+    task_name: _builtins.str
+    """The task's name."""
+    attempts: _builtins.int
+    """How many attempts were made."""
+    error: _builtins.str
+    """Error message of the last attempt."""
+    error_category: Global___ErrorCategory.ValueType
+    """Kind of failure of the last attempt."""
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """The occurrence that kept failing."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was dead-lettered."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        error: _builtins.str = ...,
+        error_category: Global___ErrorCategory.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "scheduled_for", b"scheduled_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error", b"error", "error_category", b"error_category", "execution_id", b"execution_id", "id", b"id", "scheduled_for", b"scheduled_for", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class CancelExecutionRequest(_message.Message):
+    """Request of CancelExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """Id of the execution to cancel."""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionRequest: _TypeAlias = CancelExecutionRequest  # noqa: Y015
+
+@_typing.final
+class CancelExecutionResponse(_message.Message):
+    """Response of CancelExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """Human-readable outcome, e.g. "Execution exec-... cancelled"."""
+    @_builtins.property
+    def execution(self) -> Global___Execution:
+        """The execution after the change."""
+
+    def __init__(
+        self,
+        *,
+        execution: Global___Execution | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionResponse: _TypeAlias = CancelExecutionResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """Request of ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    task_name: _builtins.str
+    """Only the dead letters of this task; empty: all tasks."""
+    page_size: _builtins.int
+    """Most dead letters to return, 1-1000. Default 100."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        task_name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """Response of ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]:
+        """Dead letters, newest first."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class RedriveDeadLetterRequest(_message.Message):
+    """Request of RedriveDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Id of the dead letter."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveDeadLetterRequest: _TypeAlias = RedriveDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class RedriveDeadLetterResponse(_message.Message):
+    """Response of RedriveDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """Human-readable outcome."""
+    @_builtins.property
+    def execution(self) -> Global___Execution:
+        """The new, pending execution."""
+
+    def __init__(
+        self,
+        *,
+        execution: Global___Execution | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveDeadLetterResponse: _TypeAlias = RedriveDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLetterRequest(_message.Message):
+    """Request of DiscardDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Id of the dead letter."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLetterRequest: _TypeAlias = DiscardDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLetterResponse(_message.Message):
+    """Response of DiscardDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """Human-readable outcome."""
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLetterResponse: _TypeAlias = DiscardDeadLetterResponse  # noqa: Y015

@@ -94,6 +94,26 @@ class ScheduleServiceStub:
                 request_serializer=schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksRequest.SerializeToString,
                 response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksResponse.FromString,
                 _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/schedule.v1.ScheduleService/CancelExecution',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/schedule.v1.ScheduleService/ListDeadLetters',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetter = channel.unary_unary(
+                '/schedule.v1.ScheduleService/RedriveDeadLetter',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.DiscardDeadLetter = channel.unary_unary(
+                '/schedule.v1.ScheduleService/DiscardDeadLetter',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.FromString,
+                _registered_method=True)
         self.PreviewSchedule = channel.unary_unary(
                 '/schedule.v1.ScheduleService/PreviewSchedule',
                 request_serializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.SerializeToString,
@@ -187,6 +207,39 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelExecution(self, request, context):
+        """Cancels a pending or running execution: a running handler is stopped and
+        the execution is recorded as cancelled. FAILED_PRECONDITION when it has
+        finished already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the dead-letter queue (executions whose last retry failed), newest
+        first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetter(self, request, context):
+        """Queues a new attempt of a dead letter's occurrence, due now, and removes
+        the dead letter. If that attempt fails too, it is dead-lettered again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiscardDeadLetter(self, request, context):
+        """Removes a dead letter without running it again; its executions stay in
+        the history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreviewSchedule(self, request, context):
         """Returns the next fire instants of a schedule without registering it.
         """
@@ -251,6 +304,26 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.InitializeDefaultTasks,
                     request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksRequest.FromString,
                     response_serializer=schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksResponse.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetter,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterResponse.SerializeToString,
+            ),
+            'DiscardDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardDeadLetter,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.SerializeToString,
             ),
             'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewSchedule,
@@ -560,6 +633,114 @@ class ScheduleService:
             '/schedule.v1.ScheduleService/InitializeDefaultTasks',
             schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksRequest.SerializeToString,
             schedule_dot_v1_dot_schedule__service__pb2.InitializeDefaultTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/CancelExecution',
+            schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.CancelExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/ListDeadLetters',
+            schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/RedriveDeadLetter',
+            schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.RedriveDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/DiscardDeadLetter',
+            schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

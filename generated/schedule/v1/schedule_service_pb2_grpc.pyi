@@ -64,6 +64,23 @@ class ScheduleServiceStub:
     """Lists the handlers a task can name."""
     InitializeDefaultTasks: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.InitializeDefaultTasksRequest, _schedule_service_pb2.InitializeDefaultTasksResponse]
     """Installs the built-in default tasks (one-time setup, idempotent)."""
+    CancelExecution: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.CancelExecutionRequest, _schedule_service_pb2.CancelExecutionResponse]
+    """Cancels a pending or running execution: a running handler is stopped and
+    the execution is recorded as cancelled. FAILED_PRECONDITION when it has
+    finished already.
+    """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ListDeadLettersRequest, _schedule_service_pb2.ListDeadLettersResponse]
+    """Lists the dead-letter queue (executions whose last retry failed), newest
+    first, a page at a time.
+    """
+    RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.RedriveDeadLetterRequest, _schedule_service_pb2.RedriveDeadLetterResponse]
+    """Queues a new attempt of a dead letter's occurrence, due now, and removes
+    the dead letter. If that attempt fails too, it is dead-lettered again.
+    """
+    DiscardDeadLetter: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.DiscardDeadLetterRequest, _schedule_service_pb2.DiscardDeadLetterResponse]
+    """Removes a dead letter without running it again; its executions stay in
+    the history.
+    """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]
     """Returns the next fire instants of a schedule without registering it."""
 
@@ -101,6 +118,23 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """Lists the handlers a task can name."""
     InitializeDefaultTasks: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.InitializeDefaultTasksRequest, _schedule_service_pb2.InitializeDefaultTasksResponse]  # type: ignore[assignment]
     """Installs the built-in default tasks (one-time setup, idempotent)."""
+    CancelExecution: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.CancelExecutionRequest, _schedule_service_pb2.CancelExecutionResponse]  # type: ignore[assignment]
+    """Cancels a pending or running execution: a running handler is stopped and
+    the execution is recorded as cancelled. FAILED_PRECONDITION when it has
+    finished already.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ListDeadLettersRequest, _schedule_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead-letter queue (executions whose last retry failed), newest
+    first, a page at a time.
+    """
+    RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.RedriveDeadLetterRequest, _schedule_service_pb2.RedriveDeadLetterResponse]  # type: ignore[assignment]
+    """Queues a new attempt of a dead letter's occurrence, due now, and removes
+    the dead letter. If that attempt fails too, it is dead-lettered again.
+    """
+    DiscardDeadLetter: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.DiscardDeadLetterRequest, _schedule_service_pb2.DiscardDeadLetterResponse]  # type: ignore[assignment]
+    """Removes a dead letter without running it again; its executions stay in
+    the history.
+    """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """Returns the next fire instants of a schedule without registering it."""
 
@@ -201,6 +235,47 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.InitializeDefaultTasksResponse, _abc.Awaitable[_schedule_service_pb2.InitializeDefaultTasksResponse]]:
         """Installs the built-in default tasks (one-time setup, idempotent)."""
+
+    @_abc_1.abstractmethod
+    def CancelExecution(
+        self,
+        request: _schedule_service_pb2.CancelExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.CancelExecutionResponse, _abc.Awaitable[_schedule_service_pb2.CancelExecutionResponse]]:
+        """Cancels a pending or running execution: a running handler is stopped and
+        the execution is recorded as cancelled. FAILED_PRECONDITION when it has
+        finished already.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _schedule_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_schedule_service_pb2.ListDeadLettersResponse]]:
+        """Lists the dead-letter queue (executions whose last retry failed), newest
+        first, a page at a time.
+        """
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetter(
+        self,
+        request: _schedule_service_pb2.RedriveDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.RedriveDeadLetterResponse, _abc.Awaitable[_schedule_service_pb2.RedriveDeadLetterResponse]]:
+        """Queues a new attempt of a dead letter's occurrence, due now, and removes
+        the dead letter. If that attempt fails too, it is dead-lettered again.
+        """
+
+    @_abc_1.abstractmethod
+    def DiscardDeadLetter(
+        self,
+        request: _schedule_service_pb2.DiscardDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.DiscardDeadLetterResponse, _abc.Awaitable[_schedule_service_pb2.DiscardDeadLetterResponse]]:
+        """Removes a dead letter without running it again; its executions stay in
+        the history.
+        """
 
     @_abc_1.abstractmethod
     def PreviewSchedule(

@@ -1,0 +1,81 @@
+"""Use cases of the execution queue: cancel an execution, list, redrive and discard dead letters."""
+
+from __future__ import annotations
+
+from schedule_grpc import tokens, validation
+from schedule_grpc.clock import Clock
+from schedule_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from schedule_grpc.executor import Executor
+from schedule_grpc.models import DeadLetter, Execution, Page
+from schedule_grpc.store.dead_letters import DeadLetterStore
+from schedule_grpc.store.queue import QueueStore
+from schedule_grpc.store.tasks import TaskStore
+
+DEFAULT_DEAD_LETTER_PAGE = 100
+
+
+class QueueService:
+    """Cancels executions and manages the dead-letter queue."""
+
+    def __init__(
+        self, queue: QueueStore, dead_letters: DeadLetterStore, tasks: TaskStore, executor: Executor, clock: Clock
+    ) -> None:
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._tasks = tasks
+        self._executor = executor
+        self._clock = clock
+
+    def cancel(self, execution_id: str) -> Execution:
+        """Cancels a pending or running execution; a running handler is stopped."""
+        _id(execution_id, "execution_id")
+        execution, changed = self._queue.cancel(execution_id, now=self._clock.now())
+        if execution is None:
+            raise NotFound(f"execution {execution_id!r} not found", reason="EXECUTION_NOT_FOUND")
+        if not changed:
+            raise FailedPrecondition(
+                f"execution {execution_id!r} is {execution.status.value}; "
+                "only pending or running executions can be cancelled",
+                reason="EXECUTION_FINISHED",
+            )
+        self._executor.cancel(execution_id)
+        return execution
+
+    def dead_letters(self, *, task_name: str, page_size: int, page_token: str) -> Page[DeadLetter]:
+        size = validation.limit(page_size, "page_size", default=DEFAULT_DEAD_LETTER_PAGE)
+        task_id = None
+        if task_name:
+            task = self._tasks.get(validation.name(task_name, "task_name"))
+            if task is None:
+                raise NotFound(f"task {task_name!r} not found", reason="TASK_NOT_FOUND")
+            task_id = task.id
+        listing = f"dead-letters:{task_id or ''}"
+        items = self._dead_letters.list(limit=size + 1, before_id=tokens.decode(page_token, listing), task_id=task_id)
+        more = len(items) > size
+        items = items[:size]
+        return Page(items, tokens.encode(listing, items[-1].id) if more else "")
+
+    def redrive(self, letter_id: str) -> Execution:
+        """Queues a new attempt of the dead letter's occurrence, due now, and removes the dead letter."""
+        _id(letter_id, "id")
+        execution = self._dead_letters.redrive(letter_id, now=self._clock.now())
+        if execution is None:
+            raise _letter_not_found(letter_id)
+        self._executor.wake()
+        return execution
+
+    def discard(self, letter_id: str) -> None:
+        _id(letter_id, "id")
+        if not self._dead_letters.discard(letter_id):
+            raise _letter_not_found(letter_id)
+
+
+def _id(value: str, field: str) -> None:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > 64:
+        raise InvalidArgument(field, "is at most 64 characters")
+
+
+def _letter_not_found(letter_id: str) -> NotFound:
+    return NotFound(f"dead letter {letter_id!r} not found", reason="DEAD_LETTER_NOT_FOUND")

@@ -1,0 +1,26 @@
+"""per-task memory limit of the handler's worker process
+
+Revision ID: 0004
+Revises: 0001
+
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("scheduled_tasks", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("memory_limit_mb", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("scheduled_tasks", schema=None) as batch_op:
+        batch_op.drop_column("memory_limit_mb")

@@ -1,0 +1,345 @@
+"""The executions table as a work queue: enqueue, claim with a lease, renew, record, recover, cancel.
+
+Postgres: a claim locks candidate rows ``FOR UPDATE SKIP LOCKED``, so replicas never wait on each
+other's rows, and takes the task row (``FOR NO KEY UPDATE``) before starting an execution of a task that
+must not overlap, so two replicas cannot both start one. SQLite serves a single replica: there the claim
+is a conditional update (``status = 'pending'``) and only the replica's dispatcher thread claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from schedule_grpc.ids import new_id
+from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Task, Trigger
+from schedule_grpc.store.db import is_unique_violation, translate_errors
+from schedule_grpc.store.executions import _from_row as _execution
+from schedule_grpc.store.executions import _to_row as _execution_row
+from schedule_grpc.store.tables import dead_letters as d
+from schedule_grpc.store.tables import scheduled_tasks as t
+from schedule_grpc.store.tables import task_executions as e
+from schedule_grpc.store.tasks import _from_row as _task
+
+# Postgres channel announcing that execution rows are due (payload unused).
+EXECUTIONS_CHANNEL = "schedule_executions"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A running execution and its task as they were when it was claimed (or found with an expired lease)."""
+
+    execution: Execution
+    task: Task
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What recording a failure also does: queue a retry due at ``retry_at``, or dead-letter it."""
+
+    retry_at: datetime | None = None
+    dead_letter: bool = False
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded outcome and what followed: the retry row or the dead letter's id."""
+
+    execution: Execution
+    retry: Execution | None = None
+    dead_letter_id: str | None = None
+
+
+Decide = Callable[[Claimed, Outcome], FollowUp]
+
+
+class QueueStore:
+    """Moves execution rows through pending → running → finished."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def notify(self, conn: Connection) -> None:
+        """Wakes the executors of every replica once ``conn``'s transaction commits (Postgres)."""
+        if self._postgres:
+            conn.execute(text("SELECT pg_notify(:c, '')"), {"c": EXECUTIONS_CHANNEL})
+
+    def enqueue(self, execution: Execution) -> Execution:
+        """Inserts a pending execution and wakes the executors."""
+        with translate_errors(), self._engine.begin() as conn:
+            conn.execute(insert(e).values(_execution_row(execution)))
+            self.notify(conn)
+        return execution
+
+    def task(self, task_id: str) -> Task | None:
+        with translate_errors(), self._engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id == task_id)).mappings().first()
+        return _task(row) if row else None
+
+    def next_due(self) -> datetime | None:
+        """When the earliest pending execution is due."""
+        with translate_errors(), self._engine.connect() as conn:
+            value: datetime | None = conn.execute(
+                select(func.min(e.c.due_at)).where(e.c.status == ExecutionStatus.PENDING.value)
+            ).scalar()
+        return value
+
+    def claim(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
+        """Starts up to ``limit`` due executions under a lease held by ``owner``; sets their tasks' last_run."""
+        running = e.alias("running")
+        blocked = exists().where(running.c.task_id == e.c.task_id, running.c.status == ExecutionStatus.RUNNING.value)
+        candidates = (
+            select(e.c.id, e.c.task_id, t.c.overlap_policy)
+            .join(t, t.c.id == e.c.task_id)
+            .where(e.c.status == ExecutionStatus.PENDING.value, e.c.due_at <= now)
+            .where((t.c.overlap_policy == OverlapPolicy.ALLOW.value) | ~blocked)
+            .order_by(e.c.due_at, e.c.id)
+            .limit(limit)
+            .with_for_update(of=e, skip_locked=True)
+        )
+        with translate_errors(), self._engine.begin() as conn:
+            rows = conn.execute(candidates).all()
+            chosen: list[str] = []
+            exclusive: dict[str, str] = {}  # task id -> its one candidate, for tasks that must not overlap
+            for row in rows:
+                if row.overlap_policy == OverlapPolicy.ALLOW.value:
+                    chosen.append(row.id)
+                elif row.task_id not in exclusive:
+                    exclusive[row.task_id] = row.id
+            if exclusive and self._postgres:
+                # Serialise claims per task, then look again: another replica may have just started one.
+                conn.execute(
+                    select(t.c.id).where(t.c.id.in_(sorted(exclusive))).order_by(t.c.id).with_for_update(key_share=True)
+                )
+                busy = conn.execute(
+                    select(e.c.task_id)
+                    .where(e.c.task_id.in_(list(exclusive)), e.c.status == ExecutionStatus.RUNNING.value)
+                    .distinct()
+                ).scalars()
+                for task_id in busy:
+                    exclusive.pop(task_id, None)
+            chosen += exclusive.values()
+            if not chosen:
+                return []
+            started = (
+                conn.execute(
+                    update(e)
+                    .where(e.c.id.in_(chosen), e.c.status == ExecutionStatus.PENDING.value)
+                    .values(
+                        status=ExecutionStatus.RUNNING.value,
+                        started_at=now,
+                        lease_owner=owner,
+                        lease_expires_at=now + lease,
+                    )
+                    .returning(*e.c)
+                )
+                .mappings()
+                .all()
+            )
+            executions = [_execution(r) for r in started]
+            task_ids = {x.task_id for x in executions}
+            if not task_ids:
+                return []
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(task_ids), t.c.last_run.is_(None) | (t.c.last_run < now))
+                .values(last_run=now)
+            )
+            tasks = {r["id"]: _task(r) for r in conn.execute(select(t).where(t.c.id.in_(task_ids))).mappings()}
+        executions.sort(key=lambda x: (x.due_at, x.id))
+        return [Claimed(x, tasks[x.task_id]) for x in executions]
+
+    def renew(self, *, owner: str, ids: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
+        """Extends the leases of ``owner``'s running executions; returns those still running under it."""
+        if not ids:
+            return set()
+        with translate_errors(), self._engine.begin() as conn:
+            kept = conn.execute(
+                update(e)
+                .where(e.c.id.in_(ids), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
+                .values(lease_expires_at=now + lease)
+                .returning(e.c.id)
+            ).scalars()
+            return set(kept)
+
+    def still_running(self, *, owner: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` still run under ``owner`` (the others were cancelled or taken over)."""
+        if not ids:
+            return set()
+        with translate_errors(), self._engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(e.c.id).where(
+                        e.c.id.in_(ids), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner
+                    )
+                ).scalars()
+            )
+
+    def record(self, claimed: Claimed, owner: str, outcome: Outcome, follow_up: FollowUp) -> Recorded | None:
+        """Records how ``owner``'s execution ended, with its retry or dead letter, in one transaction.
+
+        None when the execution no longer runs under ``owner`` (cancelled, or recovered by another replica).
+        """
+        with translate_errors(), self._engine.begin() as conn:
+            recorded = self._record(conn, claimed, outcome, follow_up, owner=owner)
+            if recorded is not None and recorded.retry is not None:
+                self.notify(conn)
+            return recorded
+
+    def recover(
+        self, *, now: datetime, limit: int, decide: Decide, outcome: Callable[[Execution], Outcome]
+    ) -> list[Recorded]:
+        """Fails running executions whose lease expired before ``now`` (their replica died), retrying or
+        dead-lettering each as ``decide`` says."""
+        query = (
+            select(e)
+            .where(e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_expires_at < now)
+            .order_by(e.c.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        results: list[Recorded] = []
+        with translate_errors(), self._engine.begin() as conn:
+            expired = [_execution(r) for r in conn.execute(query).mappings()]
+            if not expired:
+                return []
+            tasks = {
+                r["id"]: _task(r)
+                for r in conn.execute(select(t).where(t.c.id.in_({x.task_id for x in expired}))).mappings()
+            }
+            for execution in expired:
+                claimed = Claimed(execution, tasks[execution.task_id])
+                result = outcome(execution)
+                recorded = self._record(
+                    conn, claimed, result, decide(claimed, result), owner=execution.lease_owner, expired_before=now
+                )
+                if recorded is not None:
+                    results.append(recorded)
+            if any(r.retry is not None for r in results):
+                self.notify(conn)
+        return results
+
+    def cancel(self, execution_id: str, *, now: datetime) -> tuple[Execution | None, bool]:
+        """Cancels a pending or running execution: (the execution as it now stands, whether it changed)."""
+        with translate_errors(), self._engine.begin() as conn:
+            row = conn.execute(select(e).where(e.c.id == execution_id)).mappings().first()
+            if row is None:
+                return None, False
+            current = _execution(row)
+            if current.status not in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING):
+                return current, False
+            values: dict[str, Any] = {
+                "status": ExecutionStatus.CANCELLED.value,
+                "completed_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
+            if current.status is ExecutionStatus.RUNNING:
+                values["error"] = "cancelled while running"
+                if current.started_at is not None:
+                    values["duration_ms"] = _ms(now - current.started_at)
+            else:
+                values["error"] = "cancelled before it started"
+            changed = (
+                conn.execute(
+                    update(e)
+                    .where(e.c.id == execution_id, e.c.status == current.status.value)
+                    .values(values)
+                    .returning(*e.c)
+                )
+                .mappings()
+                .first()
+            )
+            if changed is None:  # it finished meanwhile
+                again = conn.execute(select(e).where(e.c.id == execution_id)).mappings().first()
+                return (_execution(again) if again else None), False
+            return _execution(changed), True
+
+    def _record(
+        self,
+        conn: Connection,
+        claimed: Claimed,
+        outcome: Outcome,
+        follow_up: FollowUp,
+        *,
+        owner: str | None,
+        expired_before: datetime | None = None,
+    ) -> Recorded | None:
+        execution = claimed.execution
+        started = execution.started_at
+        condition = and_(e.c.id == execution.id, e.c.status == ExecutionStatus.RUNNING.value)
+        condition = and_(condition, e.c.lease_owner == owner if owner is not None else e.c.lease_owner.is_(None))
+        if expired_before is not None:
+            condition = and_(condition, e.c.lease_expires_at < expired_before)
+        row = (
+            conn.execute(
+                update(e)
+                .where(condition)
+                .values(
+                    status=outcome.status.value,
+                    completed_at=outcome.completed_at,
+                    result=outcome.result,
+                    error=outcome.error,
+                    error_category=outcome.error_category.value if outcome.error_category else None,
+                    traceback=outcome.traceback,
+                    duration_ms=None if started is None else _ms(outcome.completed_at - started),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(*e.c)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        finished = _execution(row)
+        if outcome.status is not ExecutionStatus.FAILED:
+            return Recorded(finished)
+        if follow_up.retry_at is not None:
+            retry = Execution(
+                id=new_id("exec"),
+                task_id=execution.task_id,
+                task_name=execution.task_name,
+                trigger=Trigger.RETRY,
+                scheduled_for=execution.scheduled_for,
+                attempt=execution.attempt + 1,
+                status=ExecutionStatus.PENDING,
+                due_at=follow_up.retry_at,
+                created_at=outcome.completed_at,
+            )
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(e).values(_execution_row(retry)))
+            except IntegrityError as error:  # that retry exists already (a redrive raced it): keep the one
+                if not is_unique_violation(error):
+                    raise
+                return Recorded(finished)
+            return Recorded(finished, retry=retry)
+        if follow_up.dead_letter:
+            letter_id = new_id("dlq")
+            conn.execute(
+                insert(d).values(
+                    id=letter_id,
+                    execution_id=execution.id,
+                    task_id=execution.task_id,
+                    task_name=execution.task_name,
+                    scheduled_for=execution.scheduled_for,
+                    attempts=execution.attempt,
+                    error=outcome.error,
+                    error_category=outcome.error_category.value if outcome.error_category else None,
+                    created_at=outcome.completed_at,
+                )
+            )
+            return Recorded(finished, dead_letter_id=letter_id)
+        return Recorded(finished)
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)

@@ -1,0 +1,109 @@
+"""A replica with the misbehaving handlers, a fast poll, a short lease and a real SMTP server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
+
+from schedule_grpc.handlers.http import HttpHandler
+from schedule_grpc.handlers.registry import HandlerRegistry
+from schedule_grpc.ids import new_id
+from schedule_grpc.models import Execution, ExecutionStatus, Trigger
+from schedule_grpc.settings import Settings
+from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.queue import QueueStore
+from server import Service, build
+from tests.execution import handlers
+from tests.execution.smtp import SmtpServer
+from tests.support import FakeClock
+
+T = TypeVar("T")
+
+
+def registry() -> HandlerRegistry:
+    return HandlerRegistry([HttpHandler(), *handlers.ALL])
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
+    server = SmtpServer(tmp_path)
+    yield server
+    server.close()
+
+
+def replica_settings(database_url: str, smtp: SmtpServer, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "grpc_address": "127.0.0.1:0",
+        "migrate_on_start": False,
+        "engine_enabled": False,  # these tests queue executions themselves
+        "executor_poll_interval_s": 0.05,
+        "executor_lease_s": 2.0,
+        "shutdown_grace_s": 1.0,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_ca_file": str(smtp.cert),
+        "smtp_to": "ops@example.com, oncall@example.com",
+        "smtp_from": "schedule@example.com",
+        "smtp_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Service]:
+    svc = build(replica_settings(database_url, smtp), clock=clock, handlers=registry())
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def stub(replica: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
+        yield pb_grpc.ScheduleServiceStub(channel)
+
+
+def wait_until(probe: Callable[[], T | None], timeout_s: float = 15.0) -> T:
+    """Polls ``probe`` until it returns something truthy (the executor works in real time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def enqueue_scheduled(replica: Service, task_id: str, task_name: str, at: datetime) -> Execution:
+    """What the scheduling engine does when an occurrence is due."""
+    execution = QueueStore(replica.engine).enqueue(
+        Execution(
+            id=new_id("exec"),
+            task_id=task_id,
+            task_name=task_name,
+            trigger=Trigger.SCHEDULE,
+            scheduled_for=at,
+            attempt=1,
+            status=ExecutionStatus.PENDING,
+            due_at=at,
+            created_at=at,
+        )
+    )
+    assert replica.executor is not None
+    replica.executor.wake()
+    return execution
+
+
+def history(replica: Service, task_name: str) -> list[Execution]:
+    """A task's executions, oldest first."""
+    return list(reversed(ExecutionStore(replica.engine).history(task_name, limit=100)))
