@@ -89,6 +89,7 @@ class Task:
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW
     critical: bool = False
+    owner: str | None = None  # the caller that registered the task; None when the service ran open
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def task_to_pb(task: Task) -> pb.Task:
         overlap_policy=_OVERLAP[task.overlap_policy],
         catchup_window=duration(task.catchup_window),
         critical=task.critical,
+        owner=task.owner or "",
     )
 
 

@@ -79,6 +79,7 @@ scheduled_tasks = Table(
     Column("overlap_policy", String(16), nullable=False),
     Column("catchup_window_s", Float, nullable=False),
     Column("critical", Boolean, nullable=False, server_default=text("false")),
+    Column("owner", String(128)),  # caller that registered the task; NULL when registered open
     Index(None, "enabled", "next_run"),
 )
 

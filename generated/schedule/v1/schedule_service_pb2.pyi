@@ -182,6 +182,7 @@ class Task(_message.Message):
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, e.g. "task-0192f..."."""
     name: _builtins.str
@@ -198,6 +199,11 @@ class Task(_message.Message):
     """What happens when an occurrence is due while the previous one still runs."""
     critical: _builtins.bool
     """Critical tasks alert on their first failure, not only on dead-lettering."""
+    owner: _builtins.str
+    """Caller that registered the task (token or certificate name); empty when
+    it was registered while the service ran without credentials. Only the
+    owner and admins may change or run it.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON object; handlers read their configuration from it."""
@@ -249,10 +255,11 @@ class Task(_message.Message):
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
         catchup_window: _duration_pb2.Duration | None = ...,
         critical: _builtins.bool = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "last_run", b"last_run", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "owner", b"owner", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
