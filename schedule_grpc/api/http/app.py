@@ -125,7 +125,7 @@ def request_data(route: Route, path_values: dict[str, str], query: str, body: by
                 raise _bad_request("BAD_QUERY_PARAMETER", f"unknown query parameter {key!r}")
             target = field.message_type
         assert field is not None
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if marshal.is_repeated(field):
             _set_path(data, key, [_query_value(field, v) for v in values])
         elif len(values) > 1:
             raise _bad_request("BAD_QUERY_PARAMETER", f"query parameter {key!r} given more than once")
@@ -142,7 +142,7 @@ def envelope(response: Any) -> dict[str, Any]:
     A response with its own ``success`` field (RunTaskNow) keeps it.
     """
     out: dict[str, Any] = {"success": True}
-    repeated = [f for f in response.DESCRIPTOR.fields if f.label == FieldDescriptor.LABEL_REPEATED]
+    repeated = [f for f in response.DESCRIPTOR.fields if marshal.is_repeated(f)]
     if repeated:
         out["count"] = len(getattr(response, repeated[0].name))
     out.update(marshal.to_json(response))

@@ -48,6 +48,13 @@ def _whole(value: Any) -> Any:
     return value
 
 
+def is_repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    if flag is None:  # protobuf releases before FieldDescriptor.is_repeated
+        return bool(getattr(field, "label") == FieldDescriptor.LABEL_REPEATED)  # noqa: B009
+    return bool(flag)
+
+
 def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
@@ -75,7 +82,7 @@ def to_json(message: Message) -> Any:
         if _is_map(field):
             value_field = field.message_type.fields_by_name["value"]
             out[field.json_name] = {str(k): _scalar(value_field, v) for k, v in value.items()}
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif is_repeated(field):
             out[field.json_name] = [_scalar(field, v) for v in value]
         elif field.has_presence:
             if message.HasField(field.name):
@@ -111,7 +118,7 @@ def _expand(descriptor: Descriptor, data: Any) -> Any:
         if field is not None and _is_map(field) and isinstance(value, dict):
             inner = field.message_type.fields_by_name["value"]
             value = {k: _one(inner, v) for k, v in value.items()}
-        elif field is not None and field.label == FieldDescriptor.LABEL_REPEATED and isinstance(value, list):
+        elif field is not None and is_repeated(field) and isinstance(value, list):
             value = [_one(field, v) for v in value]
         elif field is not None:
             value = _one(field, value)
