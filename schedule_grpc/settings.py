@@ -77,8 +77,8 @@ def _names(value: str) -> str:
     return ",".join(name.strip() for name in value.split(",") if name.strip())
 
 
-def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Settings:
         "",
         _token_entries,
         "Bearer tokens, comma-separated caller:role:sha256-hex-of-token (role service or admin); only hashes are kept.",
+        secret=True,
     )
     allow_open: bool = _setting(
         False, _bool, "Serve without credentials on a non-loopback address (refused unless this is true)."
@@ -138,7 +139,8 @@ class Settings:
             try:
                 values[field.name] = field.metadata["parse"](raw)
             except ValueError as error:
-                raise SettingsError(f"{variable}={raw!r}: {error}") from None
+                shown = "<hidden>" if field.metadata.get("secret") else repr(raw)
+                raise SettingsError(f"{variable}={shown}: {error}") from None
         return cls(**values)
 
     @classmethod
