@@ -182,3 +182,14 @@ def test_ownership_rule() -> None:
     with caller.acting_as(Caller("ops", Role.ADMIN)):
         caller.require_owner(None, "task")
     assert caller.current() is None
+
+
+def test_shim_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:
+    import socket
+
+    from schedule_grpc.api.http.serve import bind
+
+    with bind("127.0.0.1:0") as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+    with bind("[::1]:0") as sock:
+        assert sock.family == socket.AF_INET6
