@@ -120,7 +120,9 @@ def main() -> int:
                 server.wait()
 
     print(f"\n{options.calls} calls each, one client, loopback, SQLite; floor = the direct gRPC call")
-    print(f"{'':14} {'gRPC p50':>9} {'HTTP p50':>9} {'gRPC p95':>9} {'HTTP p95':>9} {'p50 ratio':>10} {'p95 ratio':>10}")
+    print(
+        f"{'':14} {'gRPC p50':>9} {'HTTP p50':>9} {'gRPC p95':>9} {'HTTP p95':>9} {'p50 ratio':>10} {'p95 ratio':>10}"
+    )
     for name, (grpc_ms, http_ms) in results.items():
         g50, g95 = quantiles(grpc_ms)
         h50, h95 = quantiles(http_ms)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -144,7 +145,7 @@ class Security:
             )
         return security
 
-    def authenticate(self, metadata: Mapping[str, str], auth_context: Mapping[str, Sequence[bytes]]) -> Caller | None:
+    def authenticate(self, metadata: Mapping[str, str], auth_context: Mapping[str, Any]) -> Caller | None:
         """The caller of a call; None when open. Raises Unauthenticated when no valid credential came.
 
         A bearer token, when sent, decides; otherwise the client certificate's name does.

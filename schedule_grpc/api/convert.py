@@ -124,7 +124,7 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         schedule=request.schedule,
         handler=request.handler,
         enabled=request.enabled if request.HasField("enabled") else None,
-        metadata=_integral(json_format.MessageToDict(request.metadata)) if request.HasField("metadata") else {},
+        metadata=_metadata_from_pb(request) if request.HasField("metadata") else {},
         timezone=request.timezone,
         retry_policy=RetryPolicyInput(
             max_retries=policy.max_retries if policy.HasField("max_retries") else None,
@@ -138,6 +138,13 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         catchup_window=_from_duration(request, "catchup_window", "catchup_window"),
         critical=request.critical,
     )
+
+
+def _metadata_from_pb(request: pb.RegisterTaskRequest) -> Any:
+    try:
+        return _integral(json_format.MessageToDict(request.metadata))
+    except ValueError:  # NaN and infinities have no JSON form
+        raise InvalidArgument("metadata", "numbers must be finite (no NaN or Infinity)") from None
 
 
 def _overlap_from_pb(value: int) -> OverlapPolicy | None:

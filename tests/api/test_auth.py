@@ -92,7 +92,9 @@ def test_health_stays_open_on_both_protocols_and_on_the_probe_port(secured: Serv
         )
 
 
-def test_admin_only_calls_refuse_services_on_both_protocols(stub: pb_grpc.ScheduleServiceStub, http: httpx.Client) -> None:
+def test_admin_only_calls_refuse_services_on_both_protocols(
+    stub: pb_grpc.ScheduleServiceStub, http: httpx.Client
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.InitializeDefaultTasks(pb.InitializeDefaultTasksRequest(), metadata=tuple(bearer("alpha-secret").items()))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -128,9 +130,7 @@ def test_services_manage_their_own_tasks_and_admins_everyones(
     assert http.delete("/api/tasks/alpha-task", headers=bearer("root-secret")).status_code == 200
 
 
-def test_rate_limit_engages_with_a_retry_hint_and_recovers(
-    database_url: str, clock: FakeClock
-) -> None:
+def test_rate_limit_engages_with_a_retry_hint_and_recovers(database_url: str, clock: FakeClock) -> None:
     limits = {"rate_limit_per_s": 2.0, "rate_limit_burst": 3, "expensive_rate_limit_per_s": 0.1}
     with (
         serve(database_url, clock, auth_tokens=AUTH_TOKENS, expensive_rate_limit_burst=1, **limits) as service,
@@ -168,7 +168,9 @@ def test_open_mode_on_a_public_address_is_refused_and_logged(tmp_path: Path) -> 
         "SCHEDULE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
     }
     env.pop("SCHEDULE_AUTH_TOKENS", None)
-    result = subprocess.run([sys.executable, str(ROOT / "server.py")], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "refusing to serve without credentials on non-loopback 0.0.0.0:0" in result.stderr
     assert "SCHEDULE_ALLOW_OPEN" in result.stderr
@@ -194,12 +196,18 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _cert(
-    name: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    *, ca: bool = False, server: bool = False,
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    server: bool = False,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -233,7 +241,10 @@ def pki(tmp_path: Path) -> dict[str, bytes]:
     rogue_ca = _cert("rogue-ca", rogue_key, None, ca=True)
     files: dict[str, bytes] = {"ca": _pem(ca)}
     server_key = _key()
-    files["server_cert"], files["server_key"] = _pem(_cert("localhost", server_key, (ca, ca_key), server=True)), _pem_key(server_key)
+    files["server_cert"], files["server_key"] = (
+        _pem(_cert("localhost", server_key, (ca, ca_key), server=True)),
+        _pem_key(server_key),
+    )
     for name, issuer in [("billing", (ca, ca_key)), ("ops", (ca, ca_key)), ("mallory", (rogue_ca, rogue_key))]:
         key = _key()
         files[f"{name}_cert"], files[f"{name}_key"] = _pem(_cert(name, key, issuer)), _pem_key(key)
@@ -256,7 +267,9 @@ def mtls(pki: dict[str, bytes], tmp_path: Path, sqlite_url: str, clock: FakeCloc
         yield service
 
 
-def _tls_stub(service: Service, pki: dict[str, bytes], client: str | None) -> tuple[grpc.Channel, pb_grpc.ScheduleServiceStub]:
+def _tls_stub(
+    service: Service, pki: dict[str, bytes], client: str | None
+) -> tuple[grpc.Channel, pb_grpc.ScheduleServiceStub]:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=pki["ca"],
         private_key=pki[f"{client}_key"] if client else None,
@@ -284,7 +297,9 @@ def test_mtls_accepts_a_client_certificate_and_names_the_caller(mtls: Service, p
 
 
 @pytest.mark.parametrize("client", [None, "mallory"])
-def test_mtls_refuses_a_missing_or_foreign_certificate(mtls: Service, pki: dict[str, bytes], client: str | None) -> None:
+def test_mtls_refuses_a_missing_or_foreign_certificate(
+    mtls: Service, pki: dict[str, bytes], client: str | None
+) -> None:
     channel, stub = _tls_stub(mtls, pki, client)
     with channel:
         assert _code(lambda: stub.ListTasks(pb.ListTasksRequest(), timeout=10)) == grpc.StatusCode.UNAVAILABLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -98,7 +98,12 @@ def test_grpc_never_fails_internally_nor_half_writes(
         stub = pb_grpc.ScheduleServiceStub(channel)
         before = _count(stub)
         request = pb.RegisterTaskRequest(
-            name=name, schedule=schedule, handler=handler, metadata=_struct(meta), timezone=timezone, overlap_policy=overlap  # type: ignore[arg-type]
+            name=name,
+            schedule=schedule,
+            handler=handler,
+            metadata=_struct(meta),
+            timezone=timezone,
+            overlap_policy=overlap,  # type: ignore[arg-type]
         )
         if max_retries is not None:
             request.retry_policy.max_retries = max_retries
@@ -117,7 +122,7 @@ def test_grpc_never_fails_internally_nor_half_writes(
             assert _count(stub) == before + 1
             assert stub.GetTask(pb.GetTaskRequest(name=task.name)).task == task
 
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "get": lambda: stub.GetTask(pb.GetTaskRequest(name=name)),
             "enable": lambda: stub.EnableTask(pb.EnableTaskRequest(name=name)),
             "disable": lambda: stub.DisableTask(pb.DisableTaskRequest(name=name)),
@@ -186,3 +191,16 @@ def test_http_never_answers_500_nor_half_writes(
         )
         for task in after["tasks"]:
             assert http.get(f"/api/tasks/{urllib.parse.quote(task['name'], safe='')}").json()["task"] == task
+
+
+def test_non_finite_metadata_numbers_are_invalid_not_internal(fuzzed: Service) -> None:
+    """Found by the property test above: a Struct may carry Infinity, which JSON cannot."""
+    with grpc.insecure_channel(f"127.0.0.1:{fuzzed.port}") as channel:
+        stub = pb_grpc.ScheduleServiceStub(channel)
+        request = pb.RegisterTaskRequest(
+            name="a", schedule="@daily", handler="http", metadata=_struct({"url": "http://127.0.0.1:9/", "x": 1e400})
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RegisterTask(request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _count(stub) == 0

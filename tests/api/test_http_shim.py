@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from google.api import annotations_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 
 from schedule_grpc.api.http import routes
@@ -65,7 +66,11 @@ def test_register_then_get_and_list_in_the_seed_shape(http: httpx.Client) -> Non
     task = body["task"]
     assert task["id"].startswith("task-") and task["name"] == "daily-report"
     assert task["schedule"] == "@daily" and task["handler"] == "http" and task["enabled"] is True
-    assert task["metadata"] == {"url": "https://example.test/hook", "description": "Generate daily report", "recipients": 3}
+    assert task["metadata"] == {
+        "url": "https://example.test/hook",
+        "description": "Generate daily report",
+        "recipients": 3,
+    }
     assert task["createdAt"] == task["updatedAt"] == "2026-03-01T12:00:00Z"
     assert task["nextRun"] == "2026-03-02T00:00:00Z"
     assert "lastRun" not in task
@@ -173,9 +178,7 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("verb", "path", "body", "reason"), BAD_REQUESTS)
-def test_bad_requests_are_400_with_a_reason(
-    http: httpx.Client, verb: str, path: str, body: bytes, reason: str
-) -> None:
+def test_bad_requests_are_400_with_a_reason(http: httpx.Client, verb: str, path: str, body: bytes, reason: str) -> None:
     response = http.request(verb, path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     payload = response.json()
@@ -232,7 +235,7 @@ def test_every_annotated_unary_rpc_is_reachable_through_the_shim(http: httpx.Cli
     if descriptor.client_streaming or descriptor.server_streaming:
         assert shim_routes == [], "streaming RPCs stay off the shim"
         return
-    if not descriptor.GetOptions().HasExtension(routes.annotations_pb2.http):
+    if not descriptor.GetOptions().HasExtension(annotations_pb2.http):
         assert shim_routes == []
         return
     assert shim_routes, f"{method} has an annotation but no route"

@@ -32,7 +32,9 @@ def _future_service() -> descriptor_pool.DescriptorPool:
     file.message_type.add(name="CancelExecutionResponse")
     service = file.service.add(name="FutureService")
     cancel = service.method.add(
-        name="CancelExecution", input_type=".future.v1.CancelExecutionRequest", output_type=".future.v1.CancelExecutionResponse"
+        name="CancelExecution",
+        input_type=".future.v1.CancelExecutionRequest",
+        output_type=".future.v1.CancelExecutionResponse",
     )
     rule = http_pb2.HttpRule(post="/api/executions/{execution_id}:cancel", body="*")
     rule.additional_bindings.add(delete="/api/{execution_id=executions/*}")
@@ -125,7 +127,9 @@ def test_token_setting_is_validated_without_echoing_the_hash() -> None:
 
 
 def test_authentication_decisions() -> None:
-    security = auth.Security(auth.TokenTable([("a", Role.SERVICE, auth.hash_token("t"))]), True, frozenset({"ops"}), None)
+    security = auth.Security(
+        auth.TokenTable([("a", Role.SERVICE, auth.hash_token("t"))]), True, frozenset({"ops"}), None
+    )
     assert security.authenticate({"authorization": "bearer t"}, {}) == Caller("a", Role.SERVICE)
     assert security.authenticate({}, {"x509_common_name": [b"ops"]}) == Caller("ops", Role.ADMIN)
     assert security.authenticate({}, {"x509_subject_alternative_name": [b"svc"]}) == Caller("svc", Role.SERVICE)
@@ -153,8 +157,15 @@ def test_method_policy(method: str, role: Role | None, expensive: bool) -> None:
 
 @pytest.mark.parametrize(
     ("address", "loopback"),
-    [("127.0.0.1:1", True), ("[::1]:1", True), ("localhost:1", True), ("[::]:1", False), ("0.0.0.0:1", False),
-     ("10.0.0.5:1", False), ("example.test:1", False)],
+    [
+        ("127.0.0.1:1", True),
+        ("[::1]:1", True),
+        ("localhost:1", True),
+        ("[::]:1", False),
+        ("0.0.0.0:1", False),
+        ("10.0.0.5:1", False),
+        ("example.test:1", False),
+    ],
 )
 def test_loopback_addresses(address: str, loopback: bool) -> None:
     assert auth.is_loopback(address) is loopback

@@ -117,7 +117,7 @@ def request_data(route: Route, path_values: dict[str, str], query: str, body: by
         raise _bad_request("BAD_QUERY_PARAMETER", f"{route.verb} {route.template} takes no query parameters")
     descriptor = route.method.input_type
     for key, values in params.items():
-        target = descriptor
+        target: Any = descriptor
         field = None
         for part in key.split("."):
             field = marshal.field_named(target, part) if target is not None else None
@@ -152,7 +152,8 @@ def envelope(response: Any) -> dict[str, Any]:
 def _error_from_rpc(error: grpc.aio.AioRpcError) -> HttpError:
     code = error.code()
     reason, headers = code.name, {}
-    for key, value in error.trailing_metadata() or ():
+    trailing: Any = error.trailing_metadata() or ()
+    for key, value in trailing:
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
         for detail in status_pb2.Status.FromString(value).details:
@@ -191,7 +192,7 @@ class ShimApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._channel is not None:
-                    await self._channel.close()
+                    await self._channel.close(grace=None)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -243,7 +244,10 @@ class ShimApp:
             route, values = routes.match(self.routes, verb, raw_path)
         except routes.WrongVerb as error:
             raise HttpError(
-                405, "UNIMPLEMENTED", "METHOD_NOT_ALLOWED", f"{verb} is not allowed on {raw_path}",
+                405,
+                "UNIMPLEMENTED",
+                "METHOD_NOT_ALLOWED",
+                f"{verb} is not allowed on {raw_path}",
                 {"allow": ", ".join(error.allowed)},
             ) from None
         except routes.NoRoute:
@@ -251,7 +255,9 @@ class ShimApp:
         body = await self._read_body(receive, headers)
         request = message_factory.GetMessageClass(route.method.input_type)()
         try:
-            marshal.from_json(request_data(route, values, scope.get("query_string", b"").decode("latin-1"), body), request)
+            marshal.from_json(
+                request_data(route, values, scope.get("query_string", b"").decode("latin-1"), body), request
+            )
         except marshal.BadJson as error:
             raise _bad_request("BAD_REQUEST_BODY", str(error)) from None
         try:

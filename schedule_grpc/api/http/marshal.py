@@ -59,6 +59,11 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def _map_value(field: FieldDescriptor) -> FieldDescriptor:
+    assert field.message_type is not None
+    return field.message_type.fields_by_name["value"]
+
+
 def _scalar(field: FieldDescriptor, value: Any) -> Any:
     if field.enum_type is not None:
         return enum_short_name(field.enum_type, value)
@@ -73,14 +78,14 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
 
 def to_json(message: Message) -> Any:
     """A JSON-ready value of ``message`` under the rules above."""
-    descriptor = message.DESCRIPTOR
+    descriptor: Any = message.DESCRIPTOR  # the upb and pure-Python descriptor types differ in the stubs
     if descriptor.full_name.startswith(_WELL_KNOWN_PREFIX):
         return _whole(json_format.MessageToDict(message))
     out: dict[str, Any] = {}
     for field in descriptor.fields:
         value = getattr(message, field.name)
         if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
+            value_field = _map_value(field)
             out[field.json_name] = {str(k): _scalar(value_field, v) for k, v in value.items()}
         elif is_repeated(field):
             out[field.json_name] = [_scalar(field, v) for v in value]
@@ -116,7 +121,7 @@ def _expand(descriptor: Descriptor, data: Any) -> Any:
     for key, value in data.items():
         field = field_named(descriptor, key)
         if field is not None and _is_map(field) and isinstance(value, dict):
-            inner = field.message_type.fields_by_name["value"]
+            inner = _map_value(field)
             value = {k: _one(inner, v) for k, v in value.items()}
         elif field is not None and is_repeated(field) and isinstance(value, list):
             value = [_one(field, v) for v in value]
@@ -140,7 +145,8 @@ def from_json(data: Any, message: Message) -> None:
     if not isinstance(data, dict):
         raise BadJson("the request body must be a JSON object")
     try:
-        json_format.ParseDict(_expand(message.DESCRIPTOR, data), message)
+        descriptor: Any = message.DESCRIPTOR
+        json_format.ParseDict(_expand(descriptor, data), message)
     except json_format.ParseError as error:
         raise BadJson(str(error).split("\n")[0]) from None
     except (TypeError, ValueError, OverflowError, RecursionError) as error:
