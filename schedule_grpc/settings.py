@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,8 +51,34 @@ def _database_url(value: str) -> str:
     return value
 
 
-def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
+def _address_or_off(value: str) -> str:
+    value = value.strip()
+    if value.lower() == "off":
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected host:port, or off")
+    return value
+
+
+_TOKEN_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}:(service|admin):[0-9a-f]{64}")
+
+
+def _token_entries(value: str) -> str:
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        if not _TOKEN_ENTRY.fullmatch(entry):
+            shown = entry.rsplit(":", 1)[0]
+            raise ValueError(f"entry {shown}:... must be caller:role:sha256-hex, role service or admin")
+    return ",".join(entries)
+
+
+def _names(value: str) -> str:
+    return ",".join(name.strip() for name in value.split(",") if name.strip())
+
+
+def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,35 @@ class Settings:
     smtp_timeout_s: float = _setting(10.0, _positive(float), "Seconds an SMTP connection or command may take.")
     smtp_retries: int = _setting(5, int, "Retries of an undelivered alert (1, 2, 4, ... s apart).")
 
+    http_address: str = _setting(
+        "", _address_or_off, "HTTP/JSON shim listen address (host:port), e.g. [::]:8080; empty or off: no shim."
+    )
+    http_max_body_bytes: int = _setting(262144, _positive(int), "Largest HTTP request body accepted, in bytes.")
+    auth_tokens: str = _setting(
+        "",
+        _token_entries,
+        "Bearer tokens, comma-separated caller:role:sha256-hex-of-token (role service or admin); only hashes are kept.",
+        secret=True,
+    )
+    allow_open: bool = _setting(
+        False, _bool, "Serve without credentials on a non-loopback address (refused unless this is true)."
+    )
+    grpc_tls_cert_file: str = _setting("", str, "PEM server certificate for gRPC over TLS (with the key file).")
+    grpc_tls_key_file: str = _setting("", str, "PEM private key of the gRPC server certificate.")
+    grpc_tls_client_ca_file: str = _setting(
+        "", str, "PEM CA bundle; when set, gRPC requires client certificates (mutual TLS) and their name is the caller."
+    )
+    tls_admin_names: str = _setting("", _names, "Client certificate names (comma-separated) given the admin role.")
+    health_address: str = _setting(
+        "", _address_or_off, "Extra plaintext gRPC health-only listen address for probes that cannot do TLS; off."
+    )
+    rate_limit_per_s: float = _setting(20.0, _positive(float), "Calls per second per caller (token bucket refill).")
+    rate_limit_burst: int = _setting(40, _positive(int), "Calls a caller may make at once (token bucket size).")
+    expensive_rate_limit_per_s: float = _setting(
+        0.5, _positive(float), "Expensive calls (RunTaskNow, InitializeDefaultTasks, ...) per second per caller."
+    )
+    expensive_rate_limit_burst: int = _setting(5, _positive(int), "Expensive calls a caller may make at once.")
+
     def __post_init__(self) -> None:
         if self.smtp_host and not self.smtp_recipients:
             raise SettingsError("SCHEDULE_SMTP_TO: at least one recipient is required when SCHEDULE_SMTP_HOST is set")
@@ -122,7 +178,8 @@ class Settings:
             try:
                 values[field.name] = field.metadata["parse"](raw)
             except ValueError as error:
-                raise SettingsError(f"{variable}={raw!r}: {error}") from None
+                shown = "<hidden>" if field.metadata.get("secret") else repr(raw)
+                raise SettingsError(f"{variable}={shown}: {error}") from None
         return cls(**values)
 
     @classmethod
