@@ -61,7 +61,7 @@ def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRe
     engine = db.make_engine(settings.database_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         db.migrate(engine)
-    tasks = TaskService(TaskStore(engine), ExecutionStore(engine), handlers or default_registry(), clock)
+    tasks = TaskService(TaskStore(engine), ExecutionStore(engine), handlers or default_registry(settings), clock)
     server, port, health_servicer = create_server(tasks, settings.grpc_address, max_workers=settings.grpc_max_workers)
     monitor = HealthMonitor(
         health_servicer, [("database", partial(db.ping, engine))], interval_s=settings.health_interval_s

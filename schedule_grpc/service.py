@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 from schedule_grpc import tokens, validation
 from schedule_grpc.clock import Clock
-from schedule_grpc.errors import InvalidArgument, NotFound, Unimplemented
+from schedule_grpc.defaults import default_tasks
+from schedule_grpc.errors import AlreadyExists, InvalidArgument, NotFound
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.ids import new_id
@@ -97,10 +98,18 @@ class TaskService:
             raise _not_found(name)
 
     def initialize_defaults(self) -> Sequence[Task]:
-        raise Unimplemented(
-            "the built-in default tasks are not available in this version; register tasks with the http handler",
-            reason="DEFAULT_TASKS_UNAVAILABLE",
-        )
+        """Installs the seed's default tasks that are missing; a task of that name already there is kept
+        exactly as it is (a user may have changed it). Idempotent; returns the default tasks as they stand."""
+        result = []
+        for new in default_tasks():
+            existing = self._tasks.get(new.name)
+            if existing is None:
+                try:
+                    existing = self.register(new)
+                except AlreadyExists:  # installed concurrently by another call: keep that one
+                    existing = self._find(new.name)
+            result.append(self._current(existing))
+        return result
 
     # --- executions ------------------------------------------------------------------------
 

@@ -50,6 +50,23 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _optional_database_url(value: str) -> str:
+    return _database_url(value) if value else value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _ratio(value: str) -> float:
+    result = float(value)
+    if not 0 < result <= 1:
+        raise ValueError("must be a number in (0, 1]")
+    return result
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -71,6 +88,37 @@ class Settings:
     shutdown_grace_s: float = _setting(10.0, _positive(float), "Seconds in-flight calls get on shutdown.")
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
+    # --- the built-in handlers (schedule_grpc/handlers/) ---
+    platform_database_url: str = _setting(
+        "",
+        _optional_database_url,
+        "Database the built-in handlers work on (sessions, API keys, imports...); empty: the service's own.",
+    )
+    embeddings_url: str = _setting(
+        "",
+        _url,
+        "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1/embeddings; empty: embedding tasks fail.",
+    )
+    embeddings_model: str = _setting("text-embedding-3-small", str, "Model named in embeddings requests.")
+    embeddings_api_key: str = _setting("", str, "Bearer key sent to the embeddings endpoint; empty: none.")
+    embeddings_batch_size: int = _setting(64, _positive(int), "Texts sent per embeddings request.")
+    backup_dir: str = _setting("backups", str, "Directory backup-database writes to (created if missing).")
+    backup_retention: int = _setting(7, _positive(int), "Backups backup-database keeps; older ones are deleted.")
+    health_check_targets: str = _setting(
+        "",
+        str,
+        "Services health-check-services probes: name=url,... with grpc://, grpcs://, http:// or https:// URLs.",
+    )
+    rate_limit_threshold: float = _setting(0.8, _ratio, "Usage ratio above which check-rate-limits alerts.")
+    mcp_registry_url: str = _setting(
+        "https://registry.modelcontextprotocol.io", _url, "Base URL of the MCP server registry (GET /v0/servers)."
+    )
+    public_apis_url: str = _setting(
+        "https://api.apis.guru/v2/list.json", _url, "API directory in the APIs.guru list.json format."
+    )
+    handler_http_timeout_s: float = _setting(
+        30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
