@@ -17,8 +17,8 @@ from sqlalchemy import ColumnClause, Engine, TableClause, case, column, delete, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schedule_grpc.store.db import make_engine, translate_errors
-from schedule_grpc.store.platform_tables import service_health
-from schedule_grpc.store.tables import JsonType, UtcDateTime
+from schedule_grpc.store.platform_tables import VectorType, service_health
+from schedule_grpc.store.tables import UtcDateTime
 
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -103,7 +103,7 @@ class EmbeddingColumns:
         cols = {
             "id": column(self.id),
             "text": column(self.text),
-            "embedding": column(self.embedding, JsonType),
+            "embedding": column(self.embedding, VectorType),
             "model": column(self.model),
             "embedded_at": column(self.embedded_at, UtcDateTime),
         }
@@ -114,10 +114,10 @@ def rows_missing_embeddings(
     engine: Engine, spec: EmbeddingColumns, *, after_id: str | None, limit: int
 ) -> list[tuple[str, str]]:
     """(id, text) of rows with text and no embedding, in id order, after ``after_id``."""
-    _, c = spec.clause()
+    target, c = spec.clause()
     query = (
         select(c["id"], c["text"])
-        .select_from(spec.clause()[0])
+        .select_from(target)
         .where(c["embedding"].is_(None), c["text"].is_not(None), c["text"] != "")
         .order_by(c["id"])
         .limit(limit)

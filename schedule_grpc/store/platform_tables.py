@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, inspect
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, Text, inspect
+
+from sqlalchemy.dialects.postgresql import JSONB
 
 from schedule_grpc.store.tables import JsonType, UtcDateTime
+
+# An absent vector is SQL NULL (not the JSON value null), so "IS NULL" finds the rows to embed.
+VectorType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 platform_metadata = MetaData(
     naming_convention={
@@ -62,7 +67,7 @@ entities = Table(
     Column("type", String(128), nullable=False),
     Column("name", String(512), nullable=False),
     Column("content", Text),
-    Column("embedding", JsonType),
+    Column("embedding", VectorType),
     Column("embedding_model", String(256)),
     Column("embedded_at", UtcDateTime),
 )
@@ -74,7 +79,7 @@ document_chunks = Table(
     Column("document_id", String(128), nullable=False),
     Column("chunk_index", Integer, nullable=False),
     Column("content", Text),
-    Column("embedding", JsonType),
+    Column("embedding", VectorType),
     Column("embedding_model", String(256)),
     Column("embedded_at", UtcDateTime),
 )
