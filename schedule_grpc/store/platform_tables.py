@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, Text, inspect
-
 from sqlalchemy.dialects.postgresql import JSONB
 
 from schedule_grpc.store.tables import JsonType, UtcDateTime

@@ -24,7 +24,12 @@ def _handler(database_url: str, name: str):  # type: ignore[no-untyped-def]
 
 def test_expired_sessions_are_deleted_in_batches_and_live_ones_kept(database_url: str, engine: Engine) -> None:
     rows = [
-        {"id": f"s{i:03}", "user_id": "u1", "created_at": NOW - timedelta(days=2), "expires_at": NOW + timedelta(minutes=m)}
+        {
+            "id": f"s{i:03}",
+            "user_id": "u1",
+            "created_at": NOW - timedelta(days=2),
+            "expires_at": NOW + timedelta(minutes=m),
+        }
         for i, m in enumerate([-300, -60, -1, -1, -1, 0, 1, 60])
     ]
     with engine.begin() as conn:
@@ -44,7 +49,10 @@ def test_max_batches_bounds_one_run_and_the_next_run_finishes(database_url: str,
     with engine.begin() as conn:
         conn.execute(
             insert(sessions),
-            [{"id": f"s{i}", "user_id": "u", "created_at": NOW, "expires_at": NOW - timedelta(hours=1)} for i in range(7)],
+            [
+                {"id": f"s{i}", "user_id": "u", "created_at": NOW, "expires_at": NOW - timedelta(hours=1)}
+                for i in range(7)
+            ],
         )
     handler = _handler(database_url, "cleanup-expired-sessions")
     first = handler.run(context("x", {"batchSize": 3, "maxBatches": 1}, at=NOW))
@@ -60,7 +68,13 @@ def test_api_keys_without_expiry_are_kept(database_url: str, engine: Engine) -> 
             [
                 {"id": "k1", "name": "old", "key_hash": "h1", "created_at": NOW, "expires_at": NOW - timedelta(days=1)},
                 {"id": "k2", "name": "forever", "key_hash": "h2", "created_at": NOW, "expires_at": None},
-                {"id": "k3", "name": "valid", "key_hash": "h3", "created_at": NOW, "expires_at": NOW + timedelta(days=1)},
+                {
+                    "id": "k3",
+                    "name": "valid",
+                    "key_hash": "h3",
+                    "created_at": NOW,
+                    "expires_at": NOW + timedelta(days=1),
+                },
             ],
         )
     result = _handler(database_url, "cleanup-expired-api-keys").run(context("x", at=NOW))
