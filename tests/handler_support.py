@@ -203,7 +203,7 @@ class EmbeddingsEndpoint:
 # --- gRPC ---------------------------------------------------------------------------------------
 
 
-class RecordingHealth(health_pb2_grpc.HealthServicer):
+class RecordingHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     """grpc.health.v1.Health/Check answering ``status`` and recording each call's metadata."""
 
     def __init__(self) -> None:

@@ -100,7 +100,7 @@ class EmbeddingColumns:
     embedded_at: str
 
     def clause(self) -> tuple[TableClause, dict[str, ColumnClause[Any]]]:
-        cols = {
+        cols: dict[str, ColumnClause[Any]] = {
             "id": column(self.id),
             "text": column(self.text),
             "embedding": column(self.embedding, VectorType),

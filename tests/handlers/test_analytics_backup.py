@@ -90,7 +90,7 @@ def _seed_sessions(engine: Engine, n: int) -> list[tuple[str, str]]:
             [{"id": f"s{i}", "user_id": f"user-{i}", "created_at": NOW, "expires_at": NOW} for i in range(n)],
         )
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(sessions.c.id, sessions.c.user_id).order_by(sessions.c.id))]  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(select(sessions.c.id, sessions.c.user_id).order_by(sessions.c.id))]
 
 
 def test_sqlite_backup_restores_the_same_data_and_keeps_the_newest(sqlite_url: str, tmp_path: Path) -> None:

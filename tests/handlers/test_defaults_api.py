@@ -162,7 +162,7 @@ def test_plugins_add_handlers_through_the_entry_point_group(tmp_path: Path, monk
     assert plugin is not None and plugin.category == "acme" and plugin.timeout_s == 7  # type: ignore[attr-defined]
     (info / "entry_points.txt").write_text("[schedule_grpc.handlers]\nbad = acme_handlers:broken\n")
     sys.modules.pop("acme_handlers", None)
-    with pytest.raises(RuntimeError, match="handler plugin 'bad'.*no licence"):
+    with pytest.raises(RuntimeError, match=r"handler plugin 'bad'.*no licence"):
         default_registry(Settings())
 
 
