@@ -117,3 +117,13 @@ def test_bad_metadata_is_rejected_naming_the_key(metadata: dict[str, object], fi
     with pytest.raises(InvalidArgument) as caught:
         handler.validate(metadata)
     assert caught.value.field == field
+
+
+def test_a_separate_platform_database_gets_the_default_tables_once(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from schedule_grpc.store.platform_tables import create_platform_tables
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'platform.db'}"
+    assert "sessions" in create_platform_tables(url) and len(create_platform_tables.__doc__ or "") > 0
+    assert create_platform_tables(url) == []
