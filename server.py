@@ -139,7 +139,7 @@ def build(
         for engine_ in scheduling:
             engine_.task_changed(name)
 
-    registry = handlers or default_registry()
+    registry = handlers or default_registry(settings)
     task_store = TaskStore(engine, on_change=task_changed)
     queue = QueueStore(engine)
     alerts = _alerts(settings)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from schedule_grpc import caller, tokens, validation
 from schedule_grpc.clock import Clock
-from schedule_grpc.errors import DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
+from schedule_grpc.defaults import default_tasks
+from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.ids import new_id
@@ -114,10 +115,18 @@ class TaskService:
             raise _not_found(name)
 
     def initialize_defaults(self) -> Sequence[Task]:
-        raise Unimplemented(
-            "the built-in default tasks are not available in this version; register tasks with the http handler",
-            reason="DEFAULT_TASKS_UNAVAILABLE",
-        )
+        """Installs the seed's default tasks that are missing; a task of that name already there is kept
+        exactly as it is (a user may have changed it). Idempotent; returns the default tasks as they stand."""
+        result = []
+        for new in default_tasks():
+            existing = self._tasks.get(new.name)
+            if existing is None:
+                try:
+                    existing = self.register(new)
+                except AlreadyExists:  # installed concurrently by another call: keep that one
+                    existing = self._find(new.name)
+            result.append(self._current(existing))
+        return result
 
     # --- executions ------------------------------------------------------------------------
 

@@ -77,6 +77,23 @@ def _names(value: str) -> str:
     return ",".join(name.strip() for name in value.split(",") if name.strip())
 
 
+def _optional_database_url(value: str) -> str:
+    return _database_url(value) if value else value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _ratio(value: str) -> float:
+    result = float(value)
+    if not 0 < result <= 1:
+        raise ValueError("must be a number in (0, 1]")
+    return result
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
@@ -121,7 +138,7 @@ class Settings:
     smtp_host: str = _setting("", str, "SMTP server for alert emails; empty: alerts are only logged.")
     smtp_port: int = _setting(587, _positive(int), "SMTP server port.")
     smtp_username: str = _setting("", str, "SMTP login; empty: no login.")
-    smtp_password: str = _setting("", str, "SMTP password.")
+    smtp_password: str = _setting("", str, "SMTP password.", secret=True)
     smtp_starttls: bool = _setting(True, _bool, "Upgrade the SMTP connection with STARTTLS (certificate verified).")
     smtp_ca_file: str = _setting("", str, "CA bundle verifying the SMTP server; empty: the system's.")
     smtp_from: str = _setting("schedule@localhost", str, "Sender address of alert emails.")
@@ -157,6 +174,38 @@ class Settings:
         0.5, _positive(float), "Expensive calls (RunTaskNow, InitializeDefaultTasks, ...) per second per caller."
     )
     expensive_rate_limit_burst: int = _setting(5, _positive(int), "Expensive calls a caller may make at once.")
+
+    # --- the built-in handlers (schedule_grpc/handlers/) ---
+    platform_database_url: str = _setting(
+        "",
+        _optional_database_url,
+        "Database the built-in handlers work on (sessions, API keys, imports...); empty: the service's own.",
+    )
+    embeddings_url: str = _setting(
+        "",
+        _url,
+        "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1/embeddings; empty: embedding tasks fail.",
+    )
+    embeddings_model: str = _setting("text-embedding-3-small", str, "Model named in embeddings requests.")
+    embeddings_api_key: str = _setting("", str, "Bearer key sent to the embeddings endpoint; empty: none.", secret=True)
+    embeddings_batch_size: int = _setting(64, _positive(int), "Texts sent per embeddings request.")
+    backup_dir: str = _setting("backups", str, "Directory backup-database writes to (created if missing).")
+    backup_retention: int = _setting(7, _positive(int), "Backups backup-database keeps; older ones are deleted.")
+    health_check_targets: str = _setting(
+        "",
+        str,
+        "Services health-check-services probes: name=url,... with grpc://, grpcs://, http:// or https:// URLs.",
+    )
+    rate_limit_threshold: float = _setting(0.8, _ratio, "Usage ratio above which check-rate-limits alerts.")
+    mcp_registry_url: str = _setting(
+        "https://registry.modelcontextprotocol.io", _url, "Base URL of the MCP server registry (GET /v0/servers)."
+    )
+    public_apis_url: str = _setting(
+        "https://api.apis.guru/v2/list.json", _url, "API directory in the APIs.guru list.json format."
+    )
+    handler_http_timeout_s: float = _setting(
+        30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
+    )
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.smtp_recipients:
