@@ -89,6 +89,8 @@ class Task:
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW
     critical: bool = False
+    # How long the task's executions are kept; None: the service-wide retention.
+    history_retention: timedelta | None = None
 
 
 @dataclass(frozen=True)

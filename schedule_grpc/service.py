@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from schedule_grpc import tokens, validation
+from schedule_grpc import logs, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.errors import InvalidArgument, NotFound, Unimplemented
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
+from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
 from schedule_grpc.validation import NewTask
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TASK_PAGE = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -66,6 +70,7 @@ class TaskService:
             overlap_policy=new.overlap_policy or OverlapPolicy.SKIP,
             catchup_window=validation.catchup_window(new.catchup_window),
             critical=new.critical,
+            history_retention=validation.history_retention(new.history_retention),
         )
         return self._tasks.insert(task)
 
@@ -133,23 +138,35 @@ class TaskService:
             metadata=task.metadata,
             timeout=task.timeout,
         )
-        outcome = run_handler(handler, context, self._clock)
-        finished = self._executions.finish(execution.id, outcome)
+        with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
+            outcome = run_handler(handler, context, self._clock)
+            finished = self._executions.finish(execution.id, outcome)
+            log.info("execution finished", extra={"status": outcome.status.value, "trigger": "manual"})
         if finished is None:  # the task was deleted while it ran: report what happened anyway
             return dataclasses.replace(execution, status=outcome.status, error=outcome.error)
         return finished
 
-    def history(self, name: str, *, limit: int, page_token: str) -> Page[Execution]:
+    def history(
+        self, name: str, *, limit: int, page_token: str, selector: HistoryFilter | None = None
+    ) -> Page[Execution]:
+        """A task's executions, newest first, filtered by status and time range."""
         size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)
+        selector = (selector or HistoryFilter()).validate()
         task = self._find(name)
-        listing = f"history:{task.id}"
-        items = self._executions.history(task.id, limit=size + 1, before_id=tokens.decode(page_token, listing))
+        listing = f"history:{task.id}:{selector.fingerprint()}"
+        after = decode_key(page_token, listing)
+        items = self._executions.page(selector, limit=size + 1, task_id=task.id, after=after)
         return _page(items, size, listing)
 
-    def recent(self, *, limit: int, page_token: str) -> Page[Execution]:
+    def recent(self, *, limit: int, page_token: str, selector: HistoryFilter | None = None) -> Page[Execution]:
+        """Executions of all tasks, newest first, filtered by task, status and time range."""
         size = validation.limit(limit, "limit", default=DEFAULT_RECENT_LIMIT)
-        items = self._executions.recent(limit=size + 1, before_id=tokens.decode(page_token, "recent"))
-        return _page(items, size, "recent")
+        selector = (selector or HistoryFilter()).validate()
+        for task_name in selector.task_names:
+            validation.name(task_name, "task_names")
+        listing = f"recent:{selector.fingerprint()}"
+        items = self._executions.page(selector, limit=size + 1, after=decode_key(page_token, listing))
+        return _page(items, size, listing)
 
     # --- handlers and schedules ------------------------------------------------------------
 
@@ -199,7 +216,8 @@ class TaskService:
 def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution]:
     more = len(items) > size
     items = items[:size]
-    return Page(items, tokens.encode(listing, items[-1].id) if more else "")
+    last = items[-1] if items else None
+    return Page(items, encode_key(listing, HistoryKey(last.created_at, last.id)) if more and last else "")
 
 
 def _not_found(name: str) -> NotFound:

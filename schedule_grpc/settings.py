@@ -50,6 +50,23 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _schedule(value: str) -> str:
+    from schedule_grpc.cron import CronSchedule, InvalidSchedule
+
+    try:
+        CronSchedule.parse(value, "UTC")
+    except InvalidSchedule as error:
+        raise ValueError(error.reason) from None
+    return value
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 or [::]:9464")
+    return value
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -71,6 +88,32 @@ class Settings:
     shutdown_grace_s: float = _setting(10.0, _positive(float), "Seconds in-flight calls get on shutdown.")
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
+    metrics_address: str = _setting(
+        "[::]:9464", _address, "Prometheus /metrics and the /status page (host:port); empty: not served."
+    )
+    watch_poll_s: float = _setting(
+        0.5, _positive(float), "Seconds between WatchExecutions reads when no notification arrives (SQLite polls)."
+    )
+    watch_heartbeat_s: float = _setting(
+        15.0, _positive(float), "Seconds after which a quiet WatchExecutions stream gets a progress cursor."
+    )
+    watch_max_streams: int = _setting(8, _positive(int), "WatchExecutions streams one replica serves at once.")
+    execution_retention_days: float = _setting(
+        90.0, _positive(float), "Days executions are kept (a task's history_retention overrides it)."
+    )
+    dead_letter_retention_days: float = _setting(90.0, _positive(float), "Days dead-letter entries are kept.")
+    event_retention_days: float = _setting(
+        7.0, _positive(float), "Days execution events are kept (how far back WatchExecutions can resume)."
+    )
+    retention_batch_size: int = _setting(1000, _positive(int), "Rows the retention task deletes per transaction.")
+    retention_max_batches: int = _setting(
+        1000, _positive(int), "Batches one run of the retention task deletes at most (it continues next run)."
+    )
+    retention_schedule: str = _setting(
+        "30 3 * * *",
+        _schedule,
+        "Schedule (UTC) of the built-in cleanup-execution-history task installed at start-up; empty: not installed.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

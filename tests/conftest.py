@@ -104,7 +104,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def service(database_url: str, clock: FakeClock) -> Iterator[Service]:
     """A real replica serving on 127.0.0.1 at a free port."""
-    settings = Settings(database_url=database_url, grpc_address="127.0.0.1:0", migrate_on_start=False)
+    settings = Settings(
+        database_url=database_url, grpc_address="127.0.0.1:0", migrate_on_start=False, metrics_address="127.0.0.1:0"
+    )
     svc = build(settings, clock=clock)
     svc.start()
     yield svc

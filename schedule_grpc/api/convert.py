@@ -113,6 +113,7 @@ def task_to_pb(task: Task) -> pb.Task:
         overlap_policy=_OVERLAP[task.overlap_policy],
         catchup_window=duration(task.catchup_window),
         critical=task.critical,
+        history_retention=None if task.history_retention is None else duration(task.history_retention),
     )
 
 
@@ -136,6 +137,7 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         overlap_policy=_overlap_from_pb(request.overlap_policy),
         catchup_window=_from_duration(request, "catchup_window", "catchup_window"),
         critical=request.critical,
+        history_retention=_from_duration(request, "history_retention", "history_retention"),
     )
 
 
@@ -164,6 +166,7 @@ def execution_to_pb(execution: Execution) -> pb.Execution:
             _CATEGORY[execution.error_category] if execution.error_category else pb.ERROR_CATEGORY_UNSPECIFIED
         ),
         traceback=execution.traceback or "",
+        created_at=timestamp(execution.created_at),
     )
     if execution.duration_ms is not None:
         message.duration_ms = max(execution.duration_ms, 0)

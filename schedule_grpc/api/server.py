@@ -16,6 +16,7 @@ from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
 from schedule_grpc.service import TaskService
+from schedule_grpc.watch import WatchService
 
 
 def create_server(
@@ -24,6 +25,7 @@ def create_server(
     *,
     max_workers: int = 16,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
+    watch: WatchService | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
@@ -34,7 +36,7 @@ def create_server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks), server)
+    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, watch), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

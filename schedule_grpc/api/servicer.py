@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api import convert
+from schedule_grpc.api import convert, convert_history
+from schedule_grpc.errors import Unimplemented
 from schedule_grpc.models import ExecutionStatus
 from schedule_grpc.service import TaskService
+from schedule_grpc.watch import WatchService
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     """Domain errors raised here are mapped to statuses by api.status.ErrorInterceptor."""
 
-    def __init__(self, tasks: TaskService) -> None:
+    def __init__(self, tasks: TaskService, watch: WatchService | None = None) -> None:
         self._tasks = tasks
+        self._watch = watch
 
     def RegisterTask(self, request: pb.RegisterTaskRequest, context: grpc.ServicerContext) -> pb.RegisterTaskResponse:
         task = self._tasks.register(convert.new_task_from_pb(request))
@@ -57,7 +62,12 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetTaskHistory(
         self, request: pb.GetTaskHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskHistoryResponse:
-        page = self._tasks.history(request.name, limit=request.limit, page_token=request.page_token)
+        page = self._tasks.history(
+            request.name,
+            limit=request.limit,
+            page_token=request.page_token,
+            selector=convert_history.history_filter_from_pb(request),
+        )
         return pb.GetTaskHistoryResponse(
             history=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
         )
@@ -65,7 +75,11 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetRecentExecutions(
         self, request: pb.GetRecentExecutionsRequest, context: grpc.ServicerContext
     ) -> pb.GetRecentExecutionsResponse:
-        page = self._tasks.recent(limit=request.limit, page_token=request.page_token)
+        page = self._tasks.recent(
+            limit=request.limit,
+            page_token=request.page_token,
+            selector=convert_history.recent_filter_from_pb(request),
+        )
         return pb.GetRecentExecutionsResponse(
             executions=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
         )
@@ -90,3 +104,14 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         start = convert.from_timestamp(request.start_time) if request.HasField("start_time") else None
         instants = self._tasks.preview(request.schedule, request.timezone, start, request.count)
         return pb.PreviewScheduleResponse(next_run_times=[convert.timestamp(t) for t in instants])
+
+    def WatchExecutions(
+        self, request: pb.WatchExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchExecutionsResponse]:
+        if self._watch is None:
+            raise Unimplemented("WatchExecutions is not served by this server", reason="WATCH_UNAVAILABLE")
+        watch = self._watch
+        context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
+        for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
+            event = convert_history.event_to_pb(item.event) if item.event else None
+            yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)

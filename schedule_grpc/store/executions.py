@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, insert, select, update
+from sqlalchemy import Engine, RowMapping, insert, literal, select, tuple_, update
 
+from schedule_grpc.history import HistoryFilter, HistoryKey
 from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Outcome, Trigger
 from schedule_grpc.store.db import translate_errors
+from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import task_executions as e
 
 _FIELDS = [c.name for c in e.columns]
@@ -85,5 +87,28 @@ class ExecutionStore:
         query = select(e).order_by(e.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(e.c.id < before_id)
+        with translate_errors(), self._engine.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def page(
+        self, selector: HistoryFilter, *, limit: int, task_id: str | None = None, after: HistoryKey | None = None
+    ) -> Sequence[Execution]:
+        """Executions matching ``selector`` (of one task when ``task_id``), newest first by (created_at, id),
+        older than ``after`` when given. Each filter narrows an index range; see migration 0007."""
+        query = select(e).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit)
+        if task_id is not None:
+            query = query.where(e.c.task_id == task_id)
+        if selector.task_names:
+            query = query.where(e.c.task_name.in_(sorted(selector.task_names)))
+        if selector.statuses:
+            query = query.where(e.c.status.in_(sorted(s.value for s in selector.statuses)))
+        if selector.start is not None:
+            query = query.where(e.c.created_at >= selector.start)
+        if selector.end is not None:
+            query = query.where(e.c.created_at < selector.end)
+        if after is not None:
+            query = query.where(
+                tuple_(e.c.created_at, e.c.id) < tuple_(literal(after.created_at, UtcDateTime()), literal(after.id))
+            )
         with translate_errors(), self._engine.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]

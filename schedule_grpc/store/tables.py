@@ -143,6 +143,8 @@ dead_letters = Table(
     Column("error", Text),
     Column("error_category", String(16)),
     Column("created_at", UtcDateTime, nullable=False),
+    # Retention deletes the oldest first (migration 0007).
+    Index(None, "created_at"),
 )
 
 leader_epochs = Table(

@@ -41,6 +41,7 @@ def _to_row(task: Task) -> dict[str, Any]:
         "overlap_policy": task.overlap_policy.value,
         "catchup_window_s": task.catchup_window.total_seconds(),
         "critical": task.critical,
+        "history_retention_s": None if task.history_retention is None else task.history_retention.total_seconds(),
     }
 
 
@@ -68,6 +69,9 @@ def _from_row(row: RowMapping) -> Task:
         overlap_policy=OverlapPolicy(row["overlap_policy"]),
         catchup_window=timedelta(seconds=row["catchup_window_s"]),
         critical=row["critical"],
+        history_retention=(
+            None if row["history_retention_s"] is None else timedelta(seconds=row["history_retention_s"])
+        ),
     )
 
 

@@ -39,24 +39,27 @@ _OCCURRED = """CASE
     ELSE COALESCE(NEW.completed_at, NEW.started_at, NEW.created_at)
 END"""
 _COLUMNS = (
-    "tx, kind, execution_id, task_id, task_name, status, \"trigger\", attempt, scheduled_for, started_at, "
+    'tx, kind, execution_id, task_id, task_name, status, "trigger", attempt, scheduled_for, started_at, '
     "duration_ms, error_category, occurred_at"
 )
 _STATUSES = "('pending', 'running', 'success', 'failed', 'cancelled', 'missed', 'skipped')"
 _VALUES = (
-    "{tx}, {kind}, NEW.id, NEW.task_id, NEW.task_name, NEW.status, NEW.\"trigger\", NEW.attempt, "
+    '{tx}, {kind}, NEW.id, NEW.task_id, NEW.task_name, NEW.status, NEW."trigger", NEW.attempt, '
     "NEW.scheduled_for, NEW.started_at, NEW.duration_ms, NEW.error_category, " + _OCCURRED
 )
 _DEAD_LETTER_VALUES = (
     "{tx}, 'dead_lettered', NEW.execution_id, NEW.task_id, NEW.task_name, "
     "COALESCE((SELECT status FROM task_executions WHERE id = NEW.execution_id), 'failed'), "
-    "(SELECT \"trigger\" FROM task_executions WHERE id = NEW.execution_id), NEW.attempts, NEW.scheduled_for, "
+    '(SELECT "trigger" FROM task_executions WHERE id = NEW.execution_id), NEW.attempts, NEW.scheduled_for, '
     "NULL, NULL, NEW.error_category, NEW.created_at"
 )
 
+# The writing transaction's id (xid8 as bigint): readers order by it (see tables.execution_events).
+_PG_TX = "pg_current_xact_id()::text::bigint"
+
 _POSTGRES_UP = [
     f"""
-    CREATE FUNCTION schedule_execution_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION schedule_execution_event() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'UPDATE' AND NEW.status IS NOT DISTINCT FROM OLD.status THEN
             RETURN NULL;
@@ -65,7 +68,7 @@ _POSTGRES_UP = [
             RETURN NULL;
         END IF;
         INSERT INTO execution_events ({_COLUMNS})
-        VALUES ({_VALUES.format(tx="pg_current_xact_id()::text::bigint", kind=_KIND.format(insert="TG_OP = 'INSERT'"))});
+        VALUES ({_VALUES.format(tx=_PG_TX, kind=_KIND.format(insert="TG_OP = 'INSERT'"))});
         PERFORM pg_notify('{CHANNEL}', '');
         RETURN NULL;
     END $$
@@ -75,10 +78,10 @@ _POSTGRES_UP = [
     FOR EACH ROW EXECUTE FUNCTION schedule_execution_event()
     """,
     f"""
-    CREATE FUNCTION schedule_dead_letter_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION schedule_dead_letter_event() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO execution_events ({_COLUMNS})
-        VALUES ({_DEAD_LETTER_VALUES.format(tx="pg_current_xact_id()::text::bigint")});
+        VALUES ({_DEAD_LETTER_VALUES.format(tx=_PG_TX)});
         PERFORM pg_notify('{CHANNEL}', '');
         RETURN NULL;
     END $$
@@ -154,6 +157,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_task_executions_task_id_created_at_id"), ["task_id", "created_at", "id"])
         batch_op.create_index(batch_op.f("ix_task_executions_created_at_id"), ["created_at", "id"])
         batch_op.create_index(batch_op.f("ix_task_executions_status_created_at_id"), ["status", "created_at", "id"])
+    with op.batch_alter_table("dead_letters") as batch_op:
+        batch_op.create_index(batch_op.f("ix_dead_letters_created_at"), ["created_at"])
     with op.batch_alter_table("scheduled_tasks") as batch_op:
         batch_op.add_column(sa.Column("history_retention_s", sa.Float(), nullable=True))
     for statement in _POSTGRES_UP if op.get_context().dialect.name == "postgresql" else _SQLITE_UP:
@@ -165,6 +170,8 @@ def downgrade() -> None:
         op.execute(statement)
     with op.batch_alter_table("scheduled_tasks") as batch_op:
         batch_op.drop_column("history_retention_s")
+    with op.batch_alter_table("dead_letters") as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dead_letters_created_at"))
     with op.batch_alter_table("task_executions") as batch_op:
         batch_op.drop_index(batch_op.f("ix_task_executions_status_created_at_id"))
         batch_op.drop_index(batch_op.f("ix_task_executions_created_at_id"))
