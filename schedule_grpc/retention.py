@@ -1,7 +1,7 @@
 """Keeps history bounded: executions, dead letters and execution events older than their retention.
 
 Deletion goes in batches of ``batch_size`` rows, one short transaction each, so writers are never
-blocked for long; one run deletes at most ``max_batches`` batches and the next run continues.
+blocked for long; one run deletes at most ``max_batches`` batches per table and the next run continues.
 """
 
 from __future__ import annotations
@@ -76,12 +76,13 @@ class RetentionService:
         now = self._clock.now()
         policy = self._policy
         report = RetentionReport()
-        budget = [policy.max_batches]
+        # each table has max_batches per run, so a large backlog in one never starves the others
+        budget = dict.fromkeys(("task_executions", "dead_letters", "execution_events"), policy.max_batches)
 
         def drain(table: str, delete_batch: Callable[[], int]) -> int:
             total = 0
-            while budget[0] > 0:
-                budget[0] -= 1
+            while budget[table] > 0:
+                budget[table] -= 1
                 deleted = delete_batch()
                 if deleted:
                     self._on_deleted(table, deleted)

@@ -107,7 +107,7 @@ class Settings:
     )
     retention_batch_size: int = _setting(1000, _positive(int), "Rows the retention task deletes per transaction.")
     retention_max_batches: int = _setting(
-        1000, _positive(int), "Batches one run of the retention task deletes at most (it continues next run)."
+        1000, _positive(int), "Batches one run of the retention task deletes per table at most (it continues next run)."
     )
     retention_schedule: str = _setting(
         "30 3 * * *",
