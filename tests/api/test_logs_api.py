@@ -1,0 +1,40 @@
+"""A run's log lines, ours and the HTTP client's, carry the task and execution ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from google.protobuf import struct_pb2
+from schedule.v1 import schedule_service_pb2 as pb
+from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
+
+from schedule_grpc import logs
+from tests.support import Webhook
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.configure("INFO", "json")
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def test_a_run_logs_with_its_ids(
+    json_logs: None, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, capfd: pytest.CaptureFixture[str]
+) -> None:
+    metadata = struct_pb2.Struct()
+    metadata.update({"url": webhook.url})
+    task = stub.RegisterTask(pb.RegisterTaskRequest(name="ping", schedule="@daily", handler="http", metadata=metadata))
+    execution = stub.RunTaskNow(pb.RunTaskNowRequest(name="ping")).execution
+    records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    ours = [r for r in records if r.get("execution_id") == execution.id]
+    assert {r["logger"] for r in ours} >= {"schedule_grpc.service", "httpx"}
+    finished = next(r for r in ours if r["message"] == "execution finished")
+    assert finished["task_id"] == task.task.id and finished["task_name"] == "ping" and finished["rpc"] == "RunTaskNow"
