@@ -16,7 +16,7 @@ from tests.support import Webhook
 
 
 @pytest.fixture
-def json_logs() -> Iterator[None]:
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     logs.configure("INFO", "json")
@@ -27,13 +27,13 @@ def json_logs() -> Iterator[None]:
 
 
 def test_a_run_logs_with_its_ids(
-    json_logs: None, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, capfd: pytest.CaptureFixture[str]
+    json_logs: None, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, capsys: pytest.CaptureFixture[str]
 ) -> None:
     metadata = struct_pb2.Struct()
     metadata.update({"url": webhook.url})
     task = stub.RegisterTask(pb.RegisterTaskRequest(name="ping", schedule="@daily", handler="http", metadata=metadata))
     execution = stub.RunTaskNow(pb.RunTaskNowRequest(name="ping")).execution
-    records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     ours = [r for r in records if r.get("execution_id") == execution.id]
     assert {r["logger"] for r in ours} >= {"schedule_grpc.service", "httpx"}
     finished = next(r for r in ours if r["message"] == "execution finished")
