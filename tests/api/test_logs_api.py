@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -16,24 +17,27 @@ from tests.support import Webhook
 
 
 @pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+def json_logs() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     logs.configure("INFO", "json")
-    yield
+    stream = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    yield stream
     root.handlers[:], level = saved
     root.setLevel(level)
     logging.captureWarnings(False)
 
 
-def test_a_run_logs_with_its_ids(
-    json_logs: None, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_run_logs_with_its_ids(json_logs: io.StringIO, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
     metadata = struct_pb2.Struct()
     metadata.update({"url": webhook.url})
     task = stub.RegisterTask(pb.RegisterTaskRequest(name="ping", schedule="@daily", handler="http", metadata=metadata))
     execution = stub.RunTaskNow(pb.RunTaskNowRequest(name="ping")).execution
-    records = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    err = json_logs.getvalue()
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     ours = [r for r in records if r.get("execution_id") == execution.id]
     assert {r["logger"] for r in ours} >= {"schedule_grpc.service", "httpx"}
     finished = next(r for r in ours if r["message"] == "execution finished")
