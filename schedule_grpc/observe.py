@@ -58,6 +58,11 @@ class Observability:
         self._clock = clock
         self.http: ObservabilityServer | None = None
 
+    @property
+    def counter_active(self) -> bool:
+        """Whether this replica is the one counting execution events."""
+        return self.listener.holds_lock if self.listener is not None else True
+
     def serve_http(self, tasks: TaskService) -> None:
         """Binds /metrics and /status on SCHEDULE_METRICS_ADDRESS (unless it is empty)."""
         if not self.settings.metrics_address:

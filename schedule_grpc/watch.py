@@ -17,6 +17,8 @@ from schedule_grpc.events import EventFilter, ExecutionEvent, Position
 from schedule_grpc.store.events import EventStore
 
 READ_BATCH = 200
+# How soon a reader looks again when an event is committed but waits for older transactions.
+SETTLE_RETRY_S = 0.05
 
 
 class EventFeed:
@@ -112,6 +114,7 @@ class WatchService:
                 if time.monotonic() - last_sent >= self._heartbeat_s:
                     yield WatchItem(position.encode())  # progress past filtered-out events
                     last_sent = time.monotonic()
-                self._feed.wait(seen, self._poll_s)
+                unsettled = self._store.unsettled_after(position)
+                self._feed.wait(seen, min(self._poll_s, SETTLE_RETRY_S) if unsettled else self._poll_s)
         finally:
             self._slots.release()

@@ -60,6 +60,15 @@ class EventStore:
             row = conn.execute(query).first()
         return Position(row.tx, row.id) if row else Position()
 
+    def unsettled_after(self, position: Position) -> bool:
+        """Whether events past ``position`` are committed but not yet readable (an older transaction
+        anywhere on the Postgres cluster is still running; readers retry shortly)."""
+        if not self._postgres:
+            return False
+        query = select(ev.c.id).where(tuple_(ev.c.tx, ev.c.id) > tuple_(literal(position.tx), literal(position.id)))
+        with translate_errors(), self._engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
     def exists(self, position: Position) -> bool:
         """Whether the event at ``position`` is still stored (retention removes the oldest)."""
         query = select(ev.c.id).where(ev.c.tx == position.tx, ev.c.id == position.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +34,19 @@ def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def scrape_when(
+    service: Service, key: tuple[str, tuple[tuple[str, str], ...]], value: float
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A scrape that shows ``value`` for ``key``. On Postgres an event is read once every transaction older
+    than it (in the whole cluster) has ended, so a scrape right after a commit may not count it yet."""
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = scrape(service)
+        if metrics.get(key) == value or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.05)
 
 
 def _register(stub: pb_grpc.ScheduleServiceStub, name: str, url: str) -> None:
@@ -70,8 +84,8 @@ def test_scrape_after_successes_failures_and_retries(
     with pytest.raises(grpc.RpcError):
         stub.GetTask(pb.GetTaskRequest(name="absent"))
 
-    m = scrape(service)
     task = (("task", "report"),)
+    m = scrape_when(service, ("schedule_missed_occurrences_total", task), 1)  # the last event written
     assert m[("schedule_executions_total", (("outcome", "success"), *task))] == 4
     assert m[("schedule_executions_total", (("outcome", "failed"), *task))] == 3
     assert m[("schedule_execution_duration_seconds_count", task)] == 7
@@ -121,8 +135,10 @@ def test_two_replicas_count_each_execution_once(postgres_url: str, clock: FakeCl
         rows = ExecutorRows(replicas[0].engine)
         for i in range(5):
             rows.run("shared", T0 + timedelta(minutes=i), ExecutionStatus.SUCCESS)
-        scrapes = [scrape(r) for r in replicas]
         key = ("schedule_executions_total", (("outcome", "success"), ("task", "shared")))
+        counter = next(r for r in replicas if r.observability and r.observability.counter_active)
+        scrape_when(counter, key, 5)
+        scrapes = [scrape(r) for r in replicas]
         assert sum(s.get(key, 0) for s in scrapes) == 5
         assert sorted(s[("schedule_metrics_event_counter_active", ())] for s in scrapes) == [0, 1]
         # the shared-state gauges are the same on both: aggregate them with max()
