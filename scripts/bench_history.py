@@ -87,8 +87,8 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
             """
             INSERT INTO task_executions (id, task_id, task_name, trigger, scheduled_for, attempt, status, due_at,
                 created_at, started_at, completed_at, duration_ms, result, error)
-            SELECT 'exec-' || lpad(to_hex(i), 32, '0'), 'task-seed-' || lpad((i % %(t)s + 1)::text, 6, '0'),
-                   'seed-' || (i % %(t)s + 1), 'schedule', ts, 1,
+            SELECT 'exec-' || lpad(to_hex(i), 32, '0'), 'task-seed-' || lpad((i %% %(t)s + 1)::text, 6, '0'),
+                   'seed-' || (i %% %(t)s + 1), 'schedule', ts, 1,
                    CASE WHEN i %% 10 = 0 THEN 'failed' ELSE 'success' END, ts, ts, ts, ts + interval '5 ms', 5,
                    CASE WHEN i %% 10 = 0 THEN NULL ELSE '{"deleted": 1}'::jsonb END,
                    CASE WHEN i %% 10 = 0 THEN 'HandlerFailed: boom' END

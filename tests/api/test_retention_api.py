@@ -81,7 +81,7 @@ def test_the_retention_task_keeps_the_tables_bounded(replica: Service, clock: Fa
     # the cleanup's own started and succeeded events are the 2 added meanwhile
     assert result["deletedEvents"] == old_events + 2 - _count(replica, execution_events) > 0
     with replica.engine.connect() as conn:
-        by_task = dict(
+        by_task: dict[str, int] = dict(
             conn.execute(select(task_executions.c.task_name, func.count()).group_by(task_executions.c.task_name)).all()
         )
         assert conn.execute(select(task_executions.c.id).where(task_executions.c.id == stuck)).first() is not None

@@ -41,7 +41,7 @@ def _take(
             if sum(1 for m in got if m.HasField("event")) == count:
                 break
     finally:
-        call.cancel()
+        call.cancel()  # type: ignore[no-untyped-call]
     return got
 
 
@@ -57,7 +57,7 @@ def rows(service: Service) -> ExecutorRows:
 def _start_cursor(stub: pb_grpc.ScheduleServiceStub) -> str:
     call = stub.WatchExecutions(pb.WatchExecutionsRequest(), timeout=10)
     first = next(iter(call))
-    call.cancel()
+    call.cancel()  # type: ignore[no-untyped-call]
     assert not first.HasField("event") and first.cursor
     return first.cursor
 
@@ -69,7 +69,7 @@ def test_a_watcher_sees_a_manual_run_start_and_succeed(stub: pb_grpc.ScheduleSer
     assert not next(stream).HasField("event")  # the starting cursor comes first
     execution = stub.RunTaskNow(pb.RunTaskNowRequest(name="ping")).execution
     started, succeeded = next(stream).event, next(stream).event
-    call.cancel()
+    call.cancel()  # type: ignore[no-untyped-call]
     assert (started.type, succeeded.type) == (pb.EXECUTION_EVENT_TYPE_STARTED, pb.EXECUTION_EVENT_TYPE_SUCCEEDED)
     assert started.execution_id == succeeded.execution_id == execution.id
     assert succeeded.status == pb.EXECUTION_STATUS_SUCCESS and succeeded.HasField("duration_ms")
@@ -203,7 +203,7 @@ def test_streams_beyond_the_limit_are_refused(small_replica: Service) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             _take(stub, pb.WatchExecutionsRequest(), 1)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        first.cancel()
+        first.cancel()  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.postgres
@@ -238,7 +238,7 @@ def test_a_watcher_on_one_replica_sees_writes_of_another_at_once(
             next(stream)
             execution = a.RunTaskNow(pb.RunTaskNowRequest(name="shared")).execution
             events = [next(stream).event for _ in range(2)]  # well within the 10 s deadline, not 60 s
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
             assert [e.execution_id for e in events] == [execution.id] * 2
     finally:
         for replica in replicas:
