@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health
 from sqlalchemy import Engine
 
-from schedule_grpc import logs
+from schedule_grpc import logs, retention
 from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.guard import CallGuard
@@ -28,13 +28,17 @@ from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.http.app import schedule_app
 from schedule_grpc.api.http.serve import HttpShim
 from schedule_grpc.api.limits import Rate, RateLimiter
+from schedule_grpc.api.metrics import MetricsInterceptor
 from schedule_grpc.api.probes import create_health_server
 from schedule_grpc.api.server import create_server
 from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.executor import Executor, ExecutorConfig
+from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.observe import Observability
 from schedule_grpc.queue_service import QueueService
+from schedule_grpc.retention import RetentionPolicy
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
@@ -64,6 +68,8 @@ class Service:
     listener: Listener | None = None
     scheduling: SchedulingEngine | None = None
     http: HttpShim | None = None
+    tasks: TaskService | None = None
+    observability: Observability | None = None
     health_server: grpc.Server | None = None
     health_port: int | None = None
 
@@ -82,6 +88,8 @@ class Service:
         if self.health_server:
             self.health_server.start()
         self.monitor.start()
+        if self.observability is not None:
+            self.observability.start()
         if self.scheduling is not None:
             self.scheduling.start()
         if self.http:
@@ -100,6 +108,8 @@ class Service:
         """Probes see NOT_SERVING first, then the HTTP shim and the gRPC calls drain, then the scheduling
         engine and the executor stop, then the database closes."""
         self.monitor.stop()
+        if self.observability is not None:
+            self.observability.end_streams()  # watchers would otherwise hold the grace period
         if self.http:
             self.http.stop()
         self.server.stop(grace=self.settings.shutdown_grace_s).wait()
@@ -113,6 +123,8 @@ class Service:
             self.executor.stop()  # running handlers get the grace period, then are stopped and recorded
         if isinstance(self.alerts, EmailAlerts):
             self.alerts.stop()
+        if self.observability is not None:
+            self.observability.stop()
         self.engine.dispose()
         log.info("stopped")
 
@@ -139,7 +151,10 @@ def build(
         for engine_ in scheduling:
             engine_.task_changed(name)
 
+    observability = Observability(settings, engine, clock)
     registry = handlers or default_registry(settings)
+    if registry.get(retention.TASK_NAME) is None:  # the built-in retention task's handler
+        registry.register(HistoryCleanupHandler(settings.database_url, RetentionPolicy.from_settings(settings)))
     task_store = TaskStore(engine, on_change=task_changed)
     queue = QueueStore(engine)
     alerts = _alerts(settings)
@@ -157,6 +172,7 @@ def build(
             memory_limit_mb=settings.executor_memory_limit_mb,
             shutdown_grace_s=settings.shutdown_grace_s,
         ),
+        on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
     tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
@@ -173,9 +189,12 @@ def build(
         settings.grpc_address,
         max_workers=settings.grpc_max_workers,
         queue=operations,
-        interceptors=[CallGuard(security, limiter)],
+        watch=observability.watch,
+        # metrics outermost: they count the calls the guard refuses too
+        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter)],
         credentials=security.server_credentials,
     )
+    observability.serve_http(tasks)
     checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, engine))]
     if settings.engine_enabled:
 
@@ -211,6 +230,8 @@ def build(
         alerts,
         listener,
         scheduling[0] if scheduling else None,
+        tasks=tasks,
+        observability=observability,
     )
     if settings.health_address:
         service.health_server, service.health_port = create_health_server(health_servicer, settings.health_address)
@@ -261,6 +282,11 @@ def main() -> int:
         log.exception("start-up failed")
         return 1
     service.start()
+    if service.tasks is not None:
+        try:
+            retention.install_maintenance_task(service.tasks.register, settings.retention_schedule)
+        except Exception:  # the database may be down now; the next start installs it
+            log.exception("could not install the built-in retention task")
     stop.wait()  # SIGTERM / SIGINT
     log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
     service.stop()

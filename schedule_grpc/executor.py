@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from schedule_grpc import retry
+from schedule_grpc import logs, retry
 from schedule_grpc.alerts import Alerts, dead_letter_email, failure_email, reported_alerts
 from schedule_grpc.clock import Clock
 from schedule_grpc.handlers.base import HandlerContext
@@ -196,6 +196,12 @@ class Executor:
 
     def _execute(self, slot: _Slot, claimed_at: float) -> None:
         claimed = slot.claimed
+        execution = claimed.execution
+        with logs.bind(task_id=execution.task_id, task_name=execution.task_name, execution_id=execution.id):
+            self._execute_bound(slot, claimed_at)
+
+    def _execute_bound(self, slot: _Slot, claimed_at: float) -> None:
+        claimed = slot.claimed
         try:
             attempt = self._run(slot)
             if slot.stop_reason == "cancelled":
@@ -205,6 +211,17 @@ class Executor:
             outcome = attempt.at(self._clock.now())
             recorded = self._queue.record(claimed, self.owner, outcome, self._follow_up(claimed, outcome))
             if recorded is not None:
+                done = recorded.execution
+                log.info(
+                    "execution finished",
+                    extra={
+                        "status": done.status.value,
+                        "trigger": done.trigger.value,
+                        "attempt": done.attempt,
+                        "duration_ms": done.duration_ms,
+                        "error_category": done.error_category.value if done.error_category else None,
+                    },
+                )
                 if self._on_recorded is not None:
                     self._on_recorded(recorded.execution, time.perf_counter() - claimed_at)
                 self._after(recorded, claimed)

@@ -92,6 +92,8 @@ class Task:
     # Memory (MiB) the handler may allocate in its worker process; None: the server's default.
     memory_limit_mb: int | None = None
     owner: str | None = None  # the caller that registered the task; None when the service ran open
+    # How long the task's executions are kept; None: the service-wide retention.
+    history_retention: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import caller, tokens, validation
+from schedule_grpc import caller, logs, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
 from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
+from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
 from schedule_grpc.runner import run_handler
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from schedule_grpc.executor import Executor
     from schedule_grpc.store.queue import QueueStore
 from schedule_grpc.validation import NewTask
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TASK_PAGE = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -84,6 +88,7 @@ class TaskService:
             critical=new.critical,
             memory_limit_mb=validation.memory_limit_mb(new.memory_limit_mb),
             owner=caller.owner_name(),
+            history_retention=validation.history_retention(new.history_retention),
         )
         return self._tasks.insert(task)
 
@@ -165,8 +170,10 @@ class TaskService:
             metadata=task.metadata,
             timeout=task.timeout,
         )
-        outcome = run_handler(handler, context, self._clock)
-        finished = self._executions.finish(execution.id, outcome)
+        with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
+            outcome = run_handler(handler, context, self._clock)
+            finished = self._executions.finish(execution.id, outcome)
+            log.info("execution finished", extra={"status": outcome.status.value, "trigger": "manual"})
         if finished is None:  # the task was deleted while it ran: report what happened anyway
             return dataclasses.replace(execution, status=outcome.status, error=outcome.error)
         return finished
@@ -186,6 +193,8 @@ class TaskService:
                 created_at=now,
             )
         )
+        with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
+            log.info("execution queued", extra={"trigger": "manual"})
         self._executor.wake()
         budget = (task.timeout + RUN_NOW_SLACK).total_seconds()
         if wait_s is not None:  # a call without a deadline reports an effectively infinite one
@@ -207,19 +216,29 @@ class TaskService:
             # Woken when this replica records an execution; polls for one recorded by another replica.
             self._executor.wait_finished(execution.id, min(left, 0.2))
 
-    def history(self, name: str, *, limit: int, page_token: str) -> Page[Execution]:
+    def history(
+        self, name: str, *, limit: int, page_token: str, selector: HistoryFilter | None = None
+    ) -> Page[Execution]:
+        """A task's executions, newest first, filtered by status and time range (one round trip)."""
         size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)
+        selector = (selector or HistoryFilter()).validate()
         validation.name(name)
-        listing = f"history:{name}"
-        items = self._executions.history(name, limit=size + 1, before_id=tokens.decode(page_token, listing))
+        listing = f"history:{name}:{selector.fingerprint()}"
+        after = decode_key(page_token, listing)
+        items = self._executions.page(selector, limit=size + 1, task_name=name, after=after)
         if not items:
             self._find(name)  # an empty history, or no such task?
         return _page(items, size, listing)
 
-    def recent(self, *, limit: int, page_token: str) -> Page[Execution]:
+    def recent(self, *, limit: int, page_token: str, selector: HistoryFilter | None = None) -> Page[Execution]:
+        """Executions of all tasks, newest first, filtered by task, status and time range."""
         size = validation.limit(limit, "limit", default=DEFAULT_RECENT_LIMIT)
-        items = self._executions.recent(limit=size + 1, before_id=tokens.decode(page_token, "recent"))
-        return _page(items, size, "recent")
+        selector = (selector or HistoryFilter()).validate()
+        for task_name in selector.task_names:
+            validation.name(task_name, "task_names")
+        listing = f"recent:{selector.fingerprint()}"
+        items = self._executions.page(selector, limit=size + 1, after=decode_key(page_token, listing))
+        return _page(items, size, listing)
 
     # --- handlers and schedules ------------------------------------------------------------
 
@@ -275,7 +294,8 @@ class TaskService:
 def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution]:
     more = len(items) > size
     items = items[:size]
-    return Page(items, tokens.encode(listing, items[-1].id) if more else "")
+    last = items[-1] if items else None
+    return Page(items, encode_key(listing, HistoryKey(last.created_at, last.id)) if more and last else "")
 
 
 def _not_found(name: str) -> NotFound:

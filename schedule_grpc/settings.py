@@ -94,6 +94,16 @@ def _ratio(value: str) -> float:
     return result
 
 
+def _schedule(value: str) -> str:
+    from schedule_grpc.cron import CronSchedule, InvalidSchedule
+
+    try:
+        CronSchedule.parse(value, "UTC")
+    except InvalidSchedule as error:
+        raise ValueError(error.reason) from None
+    return value
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
@@ -205,6 +215,33 @@ class Settings:
     )
     handler_http_timeout_s: float = _setting(
         30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
+    )
+
+    metrics_address: str = _setting(
+        "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); empty or off: not served."
+    )
+    watch_poll_s: float = _setting(
+        0.5, _positive(float), "Seconds between WatchExecutions reads when no notification arrives (SQLite polls)."
+    )
+    watch_heartbeat_s: float = _setting(
+        15.0, _positive(float), "Seconds after which a quiet WatchExecutions stream gets a progress cursor."
+    )
+    watch_max_streams: int = _setting(8, _positive(int), "WatchExecutions streams one replica serves at once.")
+    execution_retention_days: float = _setting(
+        90.0, _positive(float), "Days executions are kept (a task's history_retention overrides it)."
+    )
+    dead_letter_retention_days: float = _setting(90.0, _positive(float), "Days dead-letter entries are kept.")
+    event_retention_days: float = _setting(
+        7.0, _positive(float), "Days execution events are kept (how far back WatchExecutions can resume)."
+    )
+    retention_batch_size: int = _setting(1000, _positive(int), "Rows the retention task deletes per transaction.")
+    retention_max_batches: int = _setting(
+        1000, _positive(int), "Batches one run of the retention task deletes per table at most (it continues next run)."
+    )
+    retention_schedule: str = _setting(
+        "30 3 * * *",
+        _schedule,
+        "Schedule (UTC) of the built-in cleanup-execution-history task installed at start-up; empty: not installed.",
     )
 
     def __post_init__(self) -> None:

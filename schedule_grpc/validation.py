@@ -50,6 +50,7 @@ class NewTask:
     catchup_window: timedelta | None = None
     critical: bool = False
     memory_limit_mb: int | None = None
+    history_retention: timedelta | None = None
 
 
 def name(value: str, field_name: str = "name") -> str:
@@ -111,6 +112,16 @@ def catchup_window(value: timedelta | None) -> timedelta:
     if value is None:
         return DEFAULT_CATCHUP_WINDOW
     return duration(value, "catchup_window", minimum=timedelta(0), maximum=MAX_CATCHUP_WINDOW)
+
+
+MIN_HISTORY_RETENTION = timedelta(hours=1)
+MAX_HISTORY_RETENTION = timedelta(days=36525)
+
+
+def history_retention(value: timedelta | None) -> timedelta | None:
+    if value is None:
+        return None
+    return duration(value, "history_retention", minimum=MIN_HISTORY_RETENTION, maximum=MAX_HISTORY_RETENTION)
 
 
 def limit(value: int, field_name: str, *, default: int, maximum: int = MAX_PAGE) -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from schedule_grpc import logs
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.models import ErrorCategory, ExecutionStatus
 from schedule_grpc.runner import Attempt, call_handler, worker_died
@@ -97,7 +98,10 @@ def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the work
         return
     threading.Thread(target=_exit_when_orphaned, args=(conn,), daemon=True).start()
     _limit_memory(job.memory_limit_mb)
-    attempt = call_handler(job.handler, job.context)
+    context = job.context
+    # what the handler (and the libraries it calls) logs carries the execution's ids
+    with logs.bind(task_id=context.task_id, task_name=context.task_name, execution_id=context.execution_id):
+        attempt = call_handler(job.handler, context)
     try:
         conn.send(attempt)
     except Exception as error:  # e.g. a traceback that cannot be pickled

@@ -123,6 +123,7 @@ def main() -> int:
         **os.environ,
         "SCHEDULE_DATABASE_URL": "postgresql+psycopg://" + url_to_sqlalchemy(url),
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{port}",
+        "SCHEDULE_METRICS_ADDRESS": "off",
         "SCHEDULE_LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env)

@@ -74,6 +74,7 @@ def main() -> int:
             **os.environ,
             "SCHEDULE_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
             "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
+            "SCHEDULE_METRICS_ADDRESS": "off",
             "SCHEDULE_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
             "SCHEDULE_LOG_LEVEL": "ERROR",
         }

@@ -71,6 +71,7 @@ def start_replica(conninfo: str, replica_id: str, log: IO[bytes], **env: str) ->
         **os.environ,
         "SCHEDULE_DATABASE_URL": sqlalchemy_url(conninfo),
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        "SCHEDULE_METRICS_ADDRESS": "off",
         "SCHEDULE_REPLICA_ID": replica_id,
         "SCHEDULE_MIGRATE_ON_START": "false",
         **env,

@@ -64,6 +64,7 @@ def replica_main(url: str, lease_s: float) -> None:
         database_url=url,
         grpc_address="127.0.0.1:0",
         migrate_on_start=False,
+        metrics_address="",
         executor_concurrency=8,
         executor_poll_interval_s=0.2,
         executor_lease_s=lease_s,

@@ -106,7 +106,11 @@ def service(database_url: str, clock: FakeClock) -> Iterator[Service]:
     """A real replica serving on 127.0.0.1 at a free port."""
     # The API tests move a fake clock; the scheduling engine (wall-clock loop) has its own tests.
     settings = Settings(
-        database_url=database_url, grpc_address="127.0.0.1:0", migrate_on_start=False, engine_enabled=False
+        database_url=database_url,
+        grpc_address="127.0.0.1:0",
+        migrate_on_start=False,
+        engine_enabled=False,
+        metrics_address="127.0.0.1:0",
     )
     svc = build(settings, clock=clock)
     svc.start()

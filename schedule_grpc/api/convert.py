@@ -118,6 +118,7 @@ def task_to_pb(task: Task) -> pb.Task:
         critical=task.critical,
         memory_limit_mb=task.memory_limit_mb,
         owner=task.owner or "",
+        history_retention=None if task.history_retention is None else duration(task.history_retention),
     )
 
 
@@ -142,6 +143,7 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         catchup_window=_from_duration(request, "catchup_window", "catchup_window"),
         critical=request.critical,
         memory_limit_mb=request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
+        history_retention=_from_duration(request, "history_retention", "history_retention"),
     )
 
 
@@ -177,6 +179,7 @@ def execution_to_pb(execution: Execution) -> pb.Execution:
             _CATEGORY[execution.error_category] if execution.error_category else pb.ERROR_CATEGORY_UNSPECIFIED
         ),
         traceback=execution.traceback or "",
+        created_at=timestamp(execution.created_at),
     )
     if execution.duration_ms is not None:
         message.duration_ms = max(execution.duration_ms, 0)

@@ -17,6 +17,7 @@ from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
+from schedule_grpc.watch import WatchService
 
 
 def create_server(
@@ -27,6 +28,7 @@ def create_server(
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
     queue: QueueService | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    watch: WatchService | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
@@ -37,7 +39,7 @@ def create_server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue), server)
+    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api import convert
+from schedule_grpc.api import convert, convert_history
 from schedule_grpc.errors import Unimplemented
 from schedule_grpc.models import ExecutionStatus
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
+from schedule_grpc.watch import WatchService
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     """Domain errors raised here are mapped to statuses by api.status.ErrorInterceptor."""
 
-    def __init__(self, tasks: TaskService, queue: QueueService | None = None) -> None:
+    def __init__(
+        self, tasks: TaskService, queue: QueueService | None = None, watch: WatchService | None = None
+    ) -> None:
         self._tasks = tasks
         self._queue = queue
+        self._watch = watch
 
     def _operations(self) -> QueueService:
         if self._queue is None:
@@ -65,7 +71,12 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetTaskHistory(
         self, request: pb.GetTaskHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskHistoryResponse:
-        page = self._tasks.history(request.name, limit=request.limit, page_token=request.page_token)
+        page = self._tasks.history(
+            request.name,
+            limit=request.limit,
+            page_token=request.page_token,
+            selector=convert_history.history_filter_from_pb(request),
+        )
         return pb.GetTaskHistoryResponse(
             history=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
         )
@@ -73,7 +84,11 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetRecentExecutions(
         self, request: pb.GetRecentExecutionsRequest, context: grpc.ServicerContext
     ) -> pb.GetRecentExecutionsResponse:
-        page = self._tasks.recent(limit=request.limit, page_token=request.page_token)
+        page = self._tasks.recent(
+            limit=request.limit,
+            page_token=request.page_token,
+            selector=convert_history.recent_filter_from_pb(request),
+        )
         return pb.GetRecentExecutionsResponse(
             executions=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
         )
@@ -131,3 +146,14 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     ) -> pb.DiscardDeadLetterResponse:
         self._operations().discard(request.id)
         return pb.DiscardDeadLetterResponse(message=f"Dead letter {request.id} discarded")
+
+    def WatchExecutions(
+        self, request: pb.WatchExecutionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchExecutionsResponse]:
+        if self._watch is None:
+            raise Unimplemented("WatchExecutions is not served by this server", reason="WATCH_UNAVAILABLE")
+        watch = self._watch
+        context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
+        for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
+            event = convert_history.event_to_pb(item.event) if item.event else None
+            yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)

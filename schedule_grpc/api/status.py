@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -96,6 +96,8 @@ class ErrorInterceptor(ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
+        if handler is not None and handler.unary_stream is not None:
+            return _guard_stream(handler, details.method)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
@@ -115,3 +117,24 @@ class ErrorInterceptor(ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _guard_stream(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same mapping for server-streaming methods, whose errors surface while the stream is read."""
+    inner = handler.unary_stream
+    assert inner is not None
+
+    def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from inner(request, context)
+        except errors.ScheduleError as error:
+            context.abort_with_status(to_status(error))
+        except Exception:
+            log.exception("unhandled error in %s", method, extra={"method": method})
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
+
+    return grpc.unary_stream_rpc_method_handler(
+        guarded,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, insert, select, update
+from sqlalchemy import Engine, RowMapping, insert, literal, select, tuple_, update
 
+from schedule_grpc.history import HistoryFilter, HistoryKey
 from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Outcome, Trigger
 from schedule_grpc.store.db import autocommit, translate_errors
+from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
 
@@ -94,5 +96,28 @@ class ExecutionStore:
         query = select(e).order_by(e.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(e.c.id < before_id)
+        with translate_errors(), self._reads.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+
+    def page(
+        self, selector: HistoryFilter, *, limit: int, task_name: str | None = None, after: HistoryKey | None = None
+    ) -> Sequence[Execution]:
+        """Executions matching ``selector`` (of one task when ``task_name``), newest first by (created_at, id),
+        older than ``after`` when given. Each filter narrows an index range; see migration 0007."""
+        query = select(e).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit)
+        if task_name is not None:  # the task's id by subquery: one round trip
+            query = query.where(e.c.task_id == select(t.c.id).where(t.c.name == task_name).scalar_subquery())
+        if selector.task_names:
+            query = query.where(e.c.task_name.in_(sorted(selector.task_names)))
+        if selector.statuses:
+            query = query.where(e.c.status.in_(sorted(s.value for s in selector.statuses)))
+        if selector.start is not None:
+            query = query.where(e.c.created_at >= selector.start)
+        if selector.end is not None:
+            query = query.where(e.c.created_at < selector.end)
+        if after is not None:
+            query = query.where(
+                tuple_(e.c.created_at, e.c.id) < tuple_(literal(after.created_at, UtcDateTime()), literal(after.id))
+            )
         with translate_errors(), self._reads.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings().all()]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -82,6 +83,8 @@ scheduled_tasks = Table(
     Column("critical", Boolean, nullable=False, server_default=text("false")),
     Column("memory_limit_mb", Integer),
     Column("owner", String(128)),  # caller that registered the task; NULL when registered open
+    # How long the task's executions are kept; NULL: the service-wide retention (migration 0007).
+    Column("history_retention_s", Float),
     Index(None, "enabled", "next_run"),
 )
 
@@ -132,6 +135,10 @@ task_executions = Table(
         postgresql_where=text("status IN ('pending', 'running')"),
         sqlite_where=text("status IN ('pending', 'running')"),
     ),
+    # History queries (migration 0007): newest first by creation, per task, across tasks, per status.
+    Index(None, "task_id", "created_at", "id"),
+    Index(None, "created_at", "id"),
+    Index(None, "status", "created_at", "id"),
 )
 
 dead_letters = Table(
@@ -146,6 +153,8 @@ dead_letters = Table(
     Column("error", Text),
     Column("error_category", String(16)),
     Column("created_at", UtcDateTime, nullable=False),
+    # Retention deletes the oldest first (migration 0007).
+    Index(None, "created_at"),
 )
 
 # APScheduler 3's job table (SQLAlchemyJobStore's shape): the scheduling engine's derived state,
@@ -164,4 +173,31 @@ leader_epochs = Table(
     Column("epoch", Integer, primary_key=True, autoincrement=True),
     Column("replica_id", String(128), nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
+)
+
+# Every change of an execution's status, written by database triggers on task_executions and
+# dead_letters (migration 0007), so that whatever code writes executions produces events.
+# Readers follow (tx, id): on Postgres ``tx`` is the writing transaction's id, and only events of
+# transactions older than every one still running are read, so no event can appear behind a
+# reader's position; on SQLite writers are serialised and ``tx`` is 0.
+execution_events = Table(
+    "execution_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tx", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("execution_id", String(64), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("task_name", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("trigger", String(16)),
+    Column("attempt", Integer, nullable=False),
+    Column("scheduled_for", UtcDateTime),
+    Column("started_at", UtcDateTime),
+    Column("duration_ms", Integer),
+    Column("error_category", String(16)),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Index(None, "tx", "id"),
+    Index(None, "occurred_at"),
+    sqlite_autoincrement=True,
 )

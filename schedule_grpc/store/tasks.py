@@ -43,6 +43,7 @@ def _to_row(task: Task) -> dict[str, Any]:
         "critical": task.critical,
         "memory_limit_mb": task.memory_limit_mb,
         "owner": task.owner,
+        "history_retention_s": None if task.history_retention is None else task.history_retention.total_seconds(),
     }
 
 
@@ -72,6 +73,9 @@ def _from_row(row: RowMapping) -> Task:
         critical=row["critical"],
         memory_limit_mb=row["memory_limit_mb"],
         owner=row["owner"],
+        history_retention=(
+            None if row["history_retention_s"] is None else timedelta(seconds=row["history_retention_s"])
+        ),
     )
 
 

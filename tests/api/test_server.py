@@ -70,6 +70,7 @@ def unreachable_database() -> Iterator[Service]:
         grpc_address="127.0.0.1:0",
         migrate_on_start=False,
         health_interval_s=0.05,
+        metrics_address="127.0.0.1:0",
     )
     svc = build(settings)
     svc.start()
@@ -100,6 +101,7 @@ def test_server_process_migrates_serves_and_stops_on_sigterm(tmp_path: Path) -> 
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "SCHEDULE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
         "SCHEDULE_SHUTDOWN_GRACE_S": "1",
+        "SCHEDULE_METRICS_ADDRESS": "127.0.0.1:0",
     }
     process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -110,7 +112,8 @@ def test_server_process_migrates_serves_and_stops_on_sigterm(tmp_path: Path) -> 
                 assert time.monotonic() < deadline, "never became SERVING"
                 time.sleep(0.05)
             stub = pb_grpc.ScheduleServiceStub(channel)
-            assert list(stub.ListTasks(pb.ListTasksRequest()).tasks) == []
+            # the one task a fresh server has is the built-in retention task
+            assert [t.name for t in stub.ListTasks(pb.ListTasksRequest()).tasks] == ["cleanup-execution-history"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -44,6 +44,7 @@ def replica_settings(database_url: str, smtp: SmtpServer, **overrides: object) -
         "grpc_address": "127.0.0.1:0",
         "migrate_on_start": False,
         "engine_enabled": False,  # these tests queue executions themselves
+        "metrics_address": "",  # several replicas may run at once
         "executor_poll_interval_s": 0.05,
         "executor_lease_s": 2.0,
         "shutdown_grace_s": 1.0,

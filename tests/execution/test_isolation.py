@@ -91,7 +91,8 @@ REPLICA = textwrap.dedent(
     from server import build
     from tests.execution.conftest import registry
     settings = Settings(database_url=sys.argv[1], grpc_address="127.0.0.1:0", migrate_on_start=False,
-                        executor_poll_interval_s=0.05, executor_lease_s=1.0, engine_enabled=False)
+                        executor_poll_interval_s=0.05, executor_lease_s=1.0, engine_enabled=False,
+                        metrics_address="")
     build(settings, handlers=registry()).start()
     threading.Event().wait()
     """

@@ -62,9 +62,9 @@ def stub_with_sources(
 
 def test_list_handlers_names_describes_and_categorises_each(stub: pb_grpc.ScheduleServiceStub) -> None:
     response = stub.ListHandlers(pb.ListHandlersRequest())
-    assert set(response.handlers) == {*SEED_HANDLERS, "http", "grpc"} and list(response.handlers) == sorted(
+    assert set(response.handlers) == {*SEED_HANDLERS, "http", "grpc", "cleanup-execution-history"} and list(
         response.handlers
-    )
+    ) == sorted(response.handlers)
     details = {h.name: h for h in response.handler_details}
     assert details["cleanup-expired-sessions"].category == "cleanup"
     assert details["grpc"].category == "integration" and "reflection" in details["grpc"].description
@@ -74,6 +74,7 @@ def test_list_handlers_names_describes_and_categorises_each(stub: pb_grpc.Schedu
         "analytics",
         "monitoring",
         "imports",
+        "maintenance",
         "integration",
     }
 

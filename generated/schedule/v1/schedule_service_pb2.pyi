@@ -158,6 +158,58 @@ ERROR_CATEGORY_LOGIC: ErrorCategory.ValueType  # 4
 """Any other error raised by the handler."""
 Global___ErrorCategory: _TypeAlias = ErrorCategory  # noqa: Y015
 
+class _ExecutionEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_EVENT_TYPE_UNSPECIFIED: _ExecutionEventType.ValueType  # 0
+    """Not set."""
+    EXECUTION_EVENT_TYPE_QUEUED: _ExecutionEventType.ValueType  # 1
+    """An execution was queued (waiting to be started)."""
+    EXECUTION_EVENT_TYPE_STARTED: _ExecutionEventType.ValueType  # 2
+    """The handler started."""
+    EXECUTION_EVENT_TYPE_SUCCEEDED: _ExecutionEventType.ValueType  # 3
+    """The handler finished without error."""
+    EXECUTION_EVENT_TYPE_FAILED: _ExecutionEventType.ValueType  # 4
+    """The handler failed, timed out or crashed."""
+    EXECUTION_EVENT_TYPE_RETRIED: _ExecutionEventType.ValueType  # 5
+    """A retry of a failed execution was queued."""
+    EXECUTION_EVENT_TYPE_DEAD_LETTERED: _ExecutionEventType.ValueType  # 6
+    """The execution exhausted its retries and moved to the dead-letter queue."""
+    EXECUTION_EVENT_TYPE_MISSED: _ExecutionEventType.ValueType  # 7
+    """An occurrence was missed (outside the catch-up window)."""
+    EXECUTION_EVENT_TYPE_SKIPPED: _ExecutionEventType.ValueType  # 8
+    """An occurrence was skipped by the overlap policy."""
+    EXECUTION_EVENT_TYPE_CANCELLED: _ExecutionEventType.ValueType  # 9
+    """The execution was cancelled."""
+
+class ExecutionEventType(_ExecutionEventType, metaclass=_ExecutionEventTypeEnumTypeWrapper):
+    """What happened to an execution."""
+
+EXECUTION_EVENT_TYPE_UNSPECIFIED: ExecutionEventType.ValueType  # 0
+"""Not set."""
+EXECUTION_EVENT_TYPE_QUEUED: ExecutionEventType.ValueType  # 1
+"""An execution was queued (waiting to be started)."""
+EXECUTION_EVENT_TYPE_STARTED: ExecutionEventType.ValueType  # 2
+"""The handler started."""
+EXECUTION_EVENT_TYPE_SUCCEEDED: ExecutionEventType.ValueType  # 3
+"""The handler finished without error."""
+EXECUTION_EVENT_TYPE_FAILED: ExecutionEventType.ValueType  # 4
+"""The handler failed, timed out or crashed."""
+EXECUTION_EVENT_TYPE_RETRIED: ExecutionEventType.ValueType  # 5
+"""A retry of a failed execution was queued."""
+EXECUTION_EVENT_TYPE_DEAD_LETTERED: ExecutionEventType.ValueType  # 6
+"""The execution exhausted its retries and moved to the dead-letter queue."""
+EXECUTION_EVENT_TYPE_MISSED: ExecutionEventType.ValueType  # 7
+"""An occurrence was missed (outside the catch-up window)."""
+EXECUTION_EVENT_TYPE_SKIPPED: ExecutionEventType.ValueType  # 8
+"""An occurrence was skipped by the overlap policy."""
+EXECUTION_EVENT_TYPE_CANCELLED: ExecutionEventType.ValueType  # 9
+"""The execution was cancelled."""
+Global___ExecutionEventType: _TypeAlias = ExecutionEventType  # noqa: Y015
+
 @_typing.final
 class Task(_message.Message):
     """A registered task: what to run (a handler with its metadata) and when (a
@@ -184,6 +236,7 @@ class Task(_message.Message):
     CRITICAL_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_MB_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    HISTORY_RETENTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, e.g. "task-0192f..."."""
     name: _builtins.str
@@ -241,6 +294,12 @@ class Task(_message.Message):
     def catchup_window(self) -> _duration_pb2.Duration:
         """How late a missed occurrence may still run; older ones are recorded as missed."""
 
+    @_builtins.property
+    def history_retention(self) -> _duration_pb2.Duration:
+        """How long this task's executions are kept; unset: the service-wide
+        retention (SCHEDULE_EXECUTION_RETENTION_DAYS).
+        """
+
     def __init__(
         self,
         *,
@@ -262,10 +321,11 @@ class Task(_message.Message):
         critical: _builtins.bool = ...,
         memory_limit_mb: _builtins.int | None = ...,
         owner: _builtins.str = ...,
+        history_retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "history_retention", b"history_retention", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "owner", b"owner", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "history_retention", b"history_retention", "id", b"id", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "owner", b"owner", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__memory_limit_mb: _TypeAlias = _typing.Literal["memory_limit_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_limit_mb: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb"]  # noqa: Y015
@@ -348,6 +408,7 @@ class Execution(_message.Message):
     TRIGGER_FIELD_NUMBER: _builtins.int
     ERROR_CATEGORY_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, e.g. "exec-0192f..."."""
     task_id: _builtins.str
@@ -386,6 +447,12 @@ class Execution(_message.Message):
         runs and their retries, the request instant for manual runs.
         """
 
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the execution was created (queued or started by hand); history is
+        ordered by it, newest first, and time-range filters apply to it.
+        """
+
     def __init__(
         self,
         *,
@@ -403,10 +470,11 @@ class Execution(_message.Message):
         trigger: Global___ExecutionTrigger.ValueType = ...,
         error_category: Global___ErrorCategory.ValueType = ...,
         traceback: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "completed_at", b"completed_at", "duration_ms", b"duration_ms", "result", b"result", "scheduled_for", b"scheduled_for", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "result", b"result", "scheduled_for", b"scheduled_for", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "attempt", b"attempt", "completed_at", b"completed_at", "duration_ms", b"duration_ms", "error", b"error", "error_category", b"error_category", "id", b"id", "result", b"result", "scheduled_for", b"scheduled_for", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "task_name", b"task_name", "traceback", b"traceback", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "attempt", b"attempt", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "error", b"error", "error_category", b"error_category", "id", b"id", "result", b"result", "scheduled_for", b"scheduled_for", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "task_name", b"task_name", "traceback", b"traceback", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
     _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
@@ -432,6 +500,7 @@ class RegisterTaskRequest(_message.Message):
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_MB_FIELD_NUMBER: _builtins.int
+    HISTORY_RETENTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique task name: 1-128 characters of [A-Za-z0-9._:-], starting with a letter or digit."""
     schedule: _builtins.str
@@ -464,6 +533,12 @@ class RegisterTaskRequest(_message.Message):
     def catchup_window(self) -> _duration_pb2.Duration:
         """Catch-up window for missed occurrences. Default 1 hour."""
 
+    @_builtins.property
+    def history_retention(self) -> _duration_pb2.Duration:
+        """How long the task's executions are kept, 1 hour to 100 years. Default:
+        the service-wide retention.
+        """
+
     def __init__(
         self,
         *,
@@ -479,10 +554,11 @@ class RegisterTaskRequest(_message.Message):
         catchup_window: _duration_pb2.Duration | None = ...,
         critical: _builtins.bool = ...,
         memory_limit_mb: _builtins.int | None = ...,
+        history_retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "enabled", b"enabled", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "retry_policy", b"retry_policy", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "enabled", b"enabled", "history_retention", b"history_retention", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "retry_policy", b"retry_policy", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "history_retention", b"history_retention", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -830,22 +906,42 @@ class GetTaskHistoryRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the task."""
     limit: _builtins.int
     """Most executions to return, 1-1000. Default 50."""
     page_token: _builtins.str
-    """next_page_token of the previous page; empty for the first page."""
+    """next_page_token of the previous page; empty for the first page. A token
+    is only valid with the filters of the request that returned it.
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionStatus.ValueType]:
+        """Only executions in one of these statuses; empty: any status."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only executions created at or after this instant."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only executions created before this instant; must be after start_time."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         limit: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___ExecutionStatus.ValueType] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "name", b"name", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "name", b"name", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -887,19 +983,45 @@ class GetRecentExecutionsRequest(_message.Message):
 
     LIMIT_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Most executions to return, 1-1000. Default 100."""
     page_token: _builtins.str
-    """next_page_token of the previous page; empty for the first page."""
+    """next_page_token of the previous page; empty for the first page. A token
+    is only valid with the filters of the request that returned it.
+    """
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only executions of these tasks (by name); empty: every task."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionStatus.ValueType]:
+        """Only executions in one of these statuses; empty: any status."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only executions created at or after this instant."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only executions created before this instant; must be after start_time."""
+
     def __init__(
         self,
         *,
         limit: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
+        statuses: _abc.Iterable[Global___ExecutionStatus.ValueType] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses", "task_names", b"task_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1376,3 +1498,151 @@ class DiscardDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiscardDeadLetterResponse: _TypeAlias = DiscardDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class WatchExecutionsRequest(_message.Message):
+    """Request of WatchExecutions. Filters combine with AND; an empty filter
+    matches everything.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """A cursor from an earlier stream: resume right after it. Empty: start now."""
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events of these tasks (by name)."""
+
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionEventType.ValueType]:
+        """Only events of these types."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionStatus.ValueType]:
+        """Only events after which the execution is in one of these statuses."""
+
+    def __init__(
+        self,
+        *,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
+        event_types: _abc.Iterable[Global___ExecutionEventType.ValueType] | None = ...,
+        statuses: _abc.Iterable[Global___ExecutionStatus.ValueType] | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_types", b"event_types", "statuses", b"statuses", "task_names", b"task_names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExecutionsRequest: _TypeAlias = WatchExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class WatchExecutionsResponse(_message.Message):
+    """One message of WatchExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Position after this message; pass it as WatchExecutionsRequest.cursor to resume."""
+    @_builtins.property
+    def event(self) -> Global___ExecutionEvent:
+        """The event; unset on a message that only carries a cursor."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___ExecutionEvent | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExecutionsResponse: _TypeAlias = WatchExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class ExecutionEvent(_message.Message):
+    """Something that happened to an execution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    ERROR_CATEGORY_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """Identifier of the event, unique within the service's database."""
+    type: Global___ExecutionEventType.ValueType
+    """What happened."""
+    execution_id: _builtins.str
+    """The execution's id."""
+    task_id: _builtins.str
+    """The task's id."""
+    task_name: _builtins.str
+    """The task's name."""
+    status: Global___ExecutionStatus.ValueType
+    """The execution's status after the event."""
+    trigger: Global___ExecutionTrigger.ValueType
+    """What created the execution."""
+    attempt: _builtins.int
+    """The execution's attempt number (for dead-lettering: attempts made)."""
+    duration_ms: _builtins.int
+    """Run time in milliseconds, on succeeded and failed events."""
+    error_category: Global___ErrorCategory.ValueType
+    """Kind of failure, on failed and dead-lettered events."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """The occurrence the execution belongs to."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the handler started, once it has."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.int = ...,
+        type: Global___ExecutionEventType.ValueType = ...,
+        execution_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
+        trigger: Global___ExecutionTrigger.ValueType = ...,
+        attempt: _builtins.int = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        duration_ms: _builtins.int | None = ...,
+        error_category: Global___ErrorCategory.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "duration_ms", b"duration_ms", "occurred_at", b"occurred_at", "scheduled_for", b"scheduled_for", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "attempt", b"attempt", "duration_ms", b"duration_ms", "error_category", b"error_category", "event_id", b"event_id", "execution_id", b"execution_id", "occurred_at", b"occurred_at", "scheduled_for", b"scheduled_for", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "task_name", b"task_name", "trigger", b"trigger", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duration_ms) -> _WhichOneofReturnType__duration_ms | None: ...
+
+Global___ExecutionEvent: _TypeAlias = ExecutionEvent  # noqa: Y015

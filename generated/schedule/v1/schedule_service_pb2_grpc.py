@@ -119,6 +119,11 @@ class ScheduleServiceStub:
                 request_serializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.SerializeToString,
                 response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleResponse.FromString,
                 _registered_method=True)
+        self.WatchExecutions = channel.unary_stream(
+                '/schedule.v1.ScheduleService/WatchExecutions',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -247,6 +252,21 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchExecutions(self, request, context):
+        """Streams execution events (queued, started, succeeded, failed, retried,
+        dead-lettered, missed, skipped, cancelled) as they are committed, on any
+        replica. The first message of a stream started without a cursor carries
+        only a cursor; later cursor-only messages report progress past events the
+        filter left out. Reconnect with the last cursor received to get every
+        later event exactly once. FAILED_PRECONDITION (reason CURSOR_EXPIRED) when
+        the cursor's events were deleted by the event retention;
+        RESOURCE_EXHAUSTED when the replica serves its maximum of streams.
+        gRPC only (no HTTP mapping).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +349,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.PreviewSchedule,
                     request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.FromString,
                     response_serializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleResponse.SerializeToString,
+            ),
+            'WatchExecutions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExecutions,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -768,6 +793,33 @@ class ScheduleService:
             '/schedule.v1.ScheduleService/PreviewSchedule',
             schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.SerializeToString,
             schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/WatchExecutions',
+            schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.WatchExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

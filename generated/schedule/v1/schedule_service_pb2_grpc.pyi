@@ -83,6 +83,17 @@ class ScheduleServiceStub:
     """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]
     """Returns the next fire instants of a schedule without registering it."""
+    WatchExecutions: _grpc.UnaryStreamMultiCallable[_schedule_service_pb2.WatchExecutionsRequest, _schedule_service_pb2.WatchExecutionsResponse]
+    """Streams execution events (queued, started, succeeded, failed, retried,
+    dead-lettered, missed, skipped, cancelled) as they are committed, on any
+    replica. The first message of a stream started without a cursor carries
+    only a cursor; later cursor-only messages report progress past events the
+    filter left out. Reconnect with the last cursor received to get every
+    later event exactly once. FAILED_PRECONDITION (reason CURSOR_EXPIRED) when
+    the cursor's events were deleted by the event retention;
+    RESOURCE_EXHAUSTED when the replica serves its maximum of streams.
+    gRPC only (no HTTP mapping).
+    """
 
 @_typing.type_check_only
 class ScheduleServiceAsyncStub(ScheduleServiceStub):
@@ -137,6 +148,17 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """Returns the next fire instants of a schedule without registering it."""
+    WatchExecutions: _aio.UnaryStreamMultiCallable[_schedule_service_pb2.WatchExecutionsRequest, _schedule_service_pb2.WatchExecutionsResponse]  # type: ignore[assignment]
+    """Streams execution events (queued, started, succeeded, failed, retried,
+    dead-lettered, missed, skipped, cancelled) as they are committed, on any
+    replica. The first message of a stream started without a cursor carries
+    only a cursor; later cursor-only messages report progress past events the
+    filter left out. Reconnect with the last cursor received to get every
+    later event exactly once. FAILED_PRECONDITION (reason CURSOR_EXPIRED) when
+    the cursor's events were deleted by the event retention;
+    RESOURCE_EXHAUSTED when the replica serves its maximum of streams.
+    gRPC only (no HTTP mapping).
+    """
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     """ScheduleService registers tasks, fires them on their schedules and keeps
@@ -284,5 +306,22 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.PreviewScheduleResponse, _abc.Awaitable[_schedule_service_pb2.PreviewScheduleResponse]]:
         """Returns the next fire instants of a schedule without registering it."""
+
+    @_abc_1.abstractmethod
+    def WatchExecutions(
+        self,
+        request: _schedule_service_pb2.WatchExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_schedule_service_pb2.WatchExecutionsResponse], _abc.AsyncIterator[_schedule_service_pb2.WatchExecutionsResponse]]:
+        """Streams execution events (queued, started, succeeded, failed, retried,
+        dead-lettered, missed, skipped, cancelled) as they are committed, on any
+        replica. The first message of a stream started without a cursor carries
+        only a cursor; later cursor-only messages report progress past events the
+        filter left out. Reconnect with the last cursor received to get every
+        later event exactly once. FAILED_PRECONDITION (reason CURSOR_EXPIRED) when
+        the cursor's events were deleted by the event retention;
+        RESOURCE_EXHAUSTED when the replica serves its maximum of streams.
+        gRPC only (no HTTP mapping).
+        """
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

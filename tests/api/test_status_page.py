@@ -1,0 +1,88 @@
+"""The /status page, read in a real headless browser (Debian's chromium) with a screenshot artefact.
+
+Locally the browser test is skipped when chromium is absent, unless SCHEDULE_TEST_REQUIRE_BROWSER=1
+(CI sets it, and .ci/run installs chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from google.protobuf import struct_pb2
+from schedule.v1 import schedule_service_pb2 as pb
+from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
+
+from schedule_grpc.models import ExecutionStatus
+from server import Service
+from tests.executor_rows import ExecutorRows
+from tests.support import FakeClock, Webhook
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _url(service: Service, path: str) -> str:
+    assert service.observability is not None and service.observability.http is not None
+    return f"http://127.0.0.1:{service.observability.http.port}{path}"
+
+
+@pytest.fixture
+def populated(service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, clock: FakeClock) -> Service:
+    rows = ExecutorRows(service.engine)
+    for name in ("billing-sync", "nightly-report"):
+        metadata = struct_pb2.Struct()
+        metadata.update({"url": webhook.url, "note": "<script>alert(1)</script>"})
+        stub.RegisterTask(pb.RegisterTaskRequest(name=name, schedule="*/15 * * * *", handler="http", metadata=metadata))
+    now = clock.now()
+    for quarter in range(4 * 20):
+        status = ExecutionStatus.FAILED if quarter % 7 == 0 else ExecutionStatus.SUCCESS
+        rows.run("billing-sync", now - timedelta(minutes=15 * quarter + 1), status)
+    rows.run("nightly-report", now - timedelta(hours=3), ExecutionStatus.SUCCESS)
+    return service
+
+
+def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Service) -> None:
+    with urllib.request.urlopen(_url(populated, "/status"), timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        html = response.read().decode()
+    assert "billing-sync" in html and "nightly-report" in html
+    assert html.count('class="bar failed"') > 0 and html.count('class="bar success"') > 0
+    assert "80 executions" in html or "81 executions" in html
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(_url(populated, "/nothing"), timeout=10)
+    assert caught.value.code == 404
+
+
+def test_status_page_in_a_headless_browser(populated: Service, tmp_path: Path) -> None:
+    if BROWSER is None:
+        if os.environ.get("SCHEDULE_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (SCHEDULE_TEST_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("chromium not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / f"status-page-{populated.engine.dialect.name}.png"
+    screenshot.unlink(missing_ok=True)
+    common = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,1400",
+    ]
+    dom = subprocess.run(
+        [*common, "--dump-dom", _url(populated, "/status")], capture_output=True, text=True, timeout=90, check=True
+    ).stdout
+    assert '<table id="tasks">' in dom and "billing-sync" in dom and "nightly-report" in dom
+    assert dom.count("<rect") >= 20  # the chart was parsed as SVG: bars for the last 20 hours
+    subprocess.run(
+        [*common, f"--screenshot={screenshot}", _url(populated, "/status")], capture_output=True, timeout=90, check=True
+    )
+    assert screenshot.stat().st_size > 10_000  # a rendered page, not a blank one
