@@ -22,7 +22,13 @@ from sqlalchemy import Engine
 
 from schedule_grpc import logs
 from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
+from schedule_grpc.api.auth import Security
+from schedule_grpc.api.guard import CallGuard
 from schedule_grpc.api.health import HealthMonitor
+from schedule_grpc.api.http.app import schedule_app
+from schedule_grpc.api.http.serve import HttpShim
+from schedule_grpc.api.limits import Rate, RateLimiter
+from schedule_grpc.api.probes import create_health_server
 from schedule_grpc.api.server import create_server
 from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
@@ -57,6 +63,13 @@ class Service:
     alerts: Alerts | None = None
     listener: Listener | None = None
     scheduling: SchedulingEngine | None = None
+    http: HttpShim | None = None
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
 
     def start(self) -> None:
         if isinstance(self.alerts, EmailAlerts):
@@ -66,15 +79,32 @@ class Service:
         if self.listener is not None:
             self.listener.start()
         self.server.start()
+        if self.health_server:
+            self.health_server.start()
         self.monitor.start()
         if self.scheduling is not None:
             self.scheduling.start()
-        log.info("serving", extra={"grpc_port": self.port, "database": self.engine.url.render_as_string()})
+        if self.http:
+            self.http.start()
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.port,
+                "http_port": self.http_port,
+                "health_port": self.health_port,
+                "database": self.engine.url.render_as_string(),
+            },
+        )
 
     def stop(self) -> None:
-        """Probes see NOT_SERVING first, then calls drain, then the scheduling engine stops, then the database."""
+        """Probes see NOT_SERVING first, then the HTTP shim and the gRPC calls drain, then the scheduling
+        engine and the executor stop, then the database closes."""
         self.monitor.stop()
+        if self.http:
+            self.http.stop()
         self.server.stop(grace=self.settings.shutdown_grace_s).wait()
+        if self.health_server:
+            self.health_server.stop(grace=None)
         if self.scheduling is not None:
             self.scheduling.stop()
         if self.listener is not None:
@@ -99,6 +129,7 @@ def build(
     ``on_enqueued`` is called after the scheduling engine queued pending executions (the executor's wake-up).
     """
     clock = clock or SystemClock()
+    security = Security.from_settings(settings)  # before anything binds: refuses an open non-loopback address
     engine = db.make_engine(settings.database_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         db.migrate(engine)
@@ -108,7 +139,7 @@ def build(
         for engine_ in scheduling:
             engine_.task_changed(name)
 
-    registry = handlers or default_registry()
+    registry = handlers or default_registry(settings)
     task_store = TaskStore(engine, on_change=task_changed)
     queue = QueueStore(engine)
     alerts = _alerts(settings)
@@ -130,8 +161,20 @@ def build(
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
     tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
     operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
+    limiter = RateLimiter(
+        {
+            "default": Rate(settings.rate_limit_per_s, settings.rate_limit_burst),
+            "expensive": Rate(settings.expensive_rate_limit_per_s, settings.expensive_rate_limit_burst),
+        },
+        now=lambda: clock.now().timestamp(),
+    )
     server, port, health_servicer = create_server(
-        tasks, settings.grpc_address, max_workers=settings.grpc_max_workers, queue=operations
+        tasks,
+        settings.grpc_address,
+        max_workers=settings.grpc_max_workers,
+        queue=operations,
+        interceptors=[CallGuard(security, limiter)],
+        credentials=security.server_credentials,
     )
     checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, engine))]
     if settings.engine_enabled:
@@ -157,7 +200,7 @@ def build(
         )
         checks.append(("scheduling engine", scheduling[0].check))
     monitor = HealthMonitor(health_servicer, checks, interval_s=settings.health_interval_s)
-    return Service(
+    service = Service(
         settings,
         engine,
         server,
@@ -169,6 +212,15 @@ def build(
         listener,
         scheduling[0] if scheduling else None,
     )
+    if settings.health_address:
+        service.health_server, service.health_port = create_health_server(health_servicer, settings.health_address)
+    if settings.http_address:
+        # The shim reaches the API through a plaintext port on loopback, so it needs no client certificate;
+        # callers still present their bearer token, which the shim passes on.
+        local_port = server.add_insecure_port("127.0.0.1:0")
+        app = schedule_app(f"127.0.0.1:{local_port}", max_body_bytes=settings.http_max_body_bytes)
+        service.http = HttpShim(app, settings.http_address, grace_s=settings.shutdown_grace_s)
+    return service
 
 
 def _alerts(settings: Settings) -> Alerts:
@@ -202,6 +254,9 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         service = build(settings)
+    except SettingsError as error:
+        log.error("invalid configuration: %s", error)
+        return 2
     except Exception:
         log.exception("start-up failed")
         return 1

@@ -91,6 +91,7 @@ class Task:
     critical: bool = False
     # Memory (MiB) the handler may allocate in its worker process; None: the server's default.
     memory_limit_mb: int | None = None
+    owner: str | None = None  # the caller that registered the task; None when the service ran open
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedule_grpc import tokens, validation
+from schedule_grpc import caller, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedule_grpc.executor import Executor
@@ -29,6 +29,9 @@ class QueueService:
     def cancel(self, execution_id: str) -> Execution:
         """Cancels a pending or running execution; a running handler is stopped."""
         _id(execution_id, "execution_id")
+        exists, owner = self._queue.owner(execution_id)
+        if exists:
+            caller.require_owner(owner, f"execution {execution_id!r}")
         execution, changed = self._queue.cancel(execution_id, now=self._clock.now())
         if execution is None:
             raise NotFound(f"execution {execution_id!r} not found", reason="EXECUTION_NOT_FOUND")

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import tokens, validation
+from schedule_grpc import caller, tokens, validation
 from schedule_grpc.clock import Clock
-from schedule_grpc.errors import DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
+from schedule_grpc.defaults import default_tasks
+from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.ids import new_id
@@ -82,6 +83,7 @@ class TaskService:
             catchup_window=validation.catchup_window(new.catchup_window),
             critical=new.critical,
             memory_limit_mb=validation.memory_limit_mb(new.memory_limit_mb),
+            owner=caller.owner_name(),
         )
         return self._tasks.insert(task)
 
@@ -97,26 +99,34 @@ class TaskService:
         return Page(items, tokens.encode("tasks", items[-1].name) if more else "")
 
     def enable(self, name: str) -> Task:
-        task = self._find(name)
+        task = self._owned(name)
         now = self._clock.now()
         next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
         return self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
 
     def disable(self, name: str) -> Task:
-        validation.name(name)
+        self._owned(name)
         now = self._clock.now()
         return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
 
     def unregister(self, name: str) -> None:
-        validation.name(name)
+        self._owned(name)
         if not self._tasks.delete(name):
             raise _not_found(name)
 
     def initialize_defaults(self) -> Sequence[Task]:
-        raise Unimplemented(
-            "the built-in default tasks are not available in this version; register tasks with the http handler",
-            reason="DEFAULT_TASKS_UNAVAILABLE",
-        )
+        """Installs the seed's default tasks that are missing; a task of that name already there is kept
+        exactly as it is (a user may have changed it). Idempotent; returns the default tasks as they stand."""
+        result = []
+        for new in default_tasks():
+            existing = self._tasks.get(new.name)
+            if existing is None:
+                try:
+                    existing = self.register(new)
+                except AlreadyExists:  # installed concurrently by another call: keep that one
+                    existing = self._find(new.name)
+            result.append(self._current(existing))
+        return result
 
     # --- executions ------------------------------------------------------------------------
 
@@ -126,7 +136,7 @@ class TaskService:
         DeadlineExceeded when it has not finished by then; it keeps going and shows in the history.
         Without an executor (the use cases alone) the handler runs in this thread.
         """
-        task = self._find(name)
+        task = self._owned(name)
         handler = self._handler(task.handler, field="handler")
         now = self._clock.now()
         if self._queue is not None and self._executor is not None:
@@ -230,6 +240,12 @@ class TaskService:
         task = self._tasks.get(name)
         if task is None:
             raise _not_found(name)
+        return task
+
+    def _owned(self, name: str) -> Task:
+        """The task, when the current caller may change it (its owner or an admin)."""
+        task = self._find(name)
+        caller.require_owner(task.owner, f"task {name!r}")
         return task
 
     def _handler(self, name: str, field: str = "handler") -> Handler:

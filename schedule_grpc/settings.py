@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,8 +51,51 @@ def _database_url(value: str) -> str:
     return value
 
 
-def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
+def _address_or_off(value: str) -> str:
+    value = value.strip()
+    if value.lower() == "off":
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected host:port, or off")
+    return value
+
+
+_TOKEN_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}:(service|admin):[0-9a-f]{64}")
+
+
+def _token_entries(value: str) -> str:
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        if not _TOKEN_ENTRY.fullmatch(entry):
+            shown = entry.rsplit(":", 1)[0]
+            raise ValueError(f"entry {shown}:... must be caller:role:sha256-hex, role service or admin")
+    return ",".join(entries)
+
+
+def _names(value: str) -> str:
+    return ",".join(name.strip() for name in value.split(",") if name.strip())
+
+
+def _optional_database_url(value: str) -> str:
+    return _database_url(value) if value else value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _ratio(value: str) -> float:
+    result = float(value)
+    if not 0 < result <= 1:
+        raise ValueError("must be a number in (0, 1]")
+    return result
+
+
+def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -94,13 +138,74 @@ class Settings:
     smtp_host: str = _setting("", str, "SMTP server for alert emails; empty: alerts are only logged.")
     smtp_port: int = _setting(587, _positive(int), "SMTP server port.")
     smtp_username: str = _setting("", str, "SMTP login; empty: no login.")
-    smtp_password: str = _setting("", str, "SMTP password.")
+    smtp_password: str = _setting("", str, "SMTP password.", secret=True)
     smtp_starttls: bool = _setting(True, _bool, "Upgrade the SMTP connection with STARTTLS (certificate verified).")
     smtp_ca_file: str = _setting("", str, "CA bundle verifying the SMTP server; empty: the system's.")
     smtp_from: str = _setting("schedule@localhost", str, "Sender address of alert emails.")
     smtp_to: str = _setting("", str, "Comma-separated recipients of alert emails (required with SMTP_HOST).")
     smtp_timeout_s: float = _setting(10.0, _positive(float), "Seconds an SMTP connection or command may take.")
     smtp_retries: int = _setting(5, int, "Retries of an undelivered alert (1, 2, 4, ... s apart).")
+
+    http_address: str = _setting(
+        "", _address_or_off, "HTTP/JSON shim listen address (host:port), e.g. [::]:8080; empty or off: no shim."
+    )
+    http_max_body_bytes: int = _setting(262144, _positive(int), "Largest HTTP request body accepted, in bytes.")
+    auth_tokens: str = _setting(
+        "",
+        _token_entries,
+        "Bearer tokens, comma-separated caller:role:sha256-hex-of-token (role service or admin); only hashes are kept.",
+        secret=True,
+    )
+    allow_open: bool = _setting(
+        False, _bool, "Serve without credentials on a non-loopback address (refused unless this is true)."
+    )
+    grpc_tls_cert_file: str = _setting("", str, "PEM server certificate for gRPC over TLS (with the key file).")
+    grpc_tls_key_file: str = _setting("", str, "PEM private key of the gRPC server certificate.")
+    grpc_tls_client_ca_file: str = _setting(
+        "", str, "PEM CA bundle; when set, gRPC requires client certificates (mutual TLS) and their name is the caller."
+    )
+    tls_admin_names: str = _setting("", _names, "Client certificate names (comma-separated) given the admin role.")
+    health_address: str = _setting(
+        "", _address_or_off, "Extra plaintext gRPC health-only listen address for probes that cannot do TLS; off."
+    )
+    rate_limit_per_s: float = _setting(20.0, _positive(float), "Calls per second per caller (token bucket refill).")
+    rate_limit_burst: int = _setting(40, _positive(int), "Calls a caller may make at once (token bucket size).")
+    expensive_rate_limit_per_s: float = _setting(
+        0.5, _positive(float), "Expensive calls (RunTaskNow, InitializeDefaultTasks, ...) per second per caller."
+    )
+    expensive_rate_limit_burst: int = _setting(5, _positive(int), "Expensive calls a caller may make at once.")
+
+    # --- the built-in handlers (schedule_grpc/handlers/) ---
+    platform_database_url: str = _setting(
+        "",
+        _optional_database_url,
+        "Database the built-in handlers work on (sessions, API keys, imports...); empty: the service's own.",
+    )
+    embeddings_url: str = _setting(
+        "",
+        _url,
+        "OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1/embeddings; empty: embedding tasks fail.",
+    )
+    embeddings_model: str = _setting("text-embedding-3-small", str, "Model named in embeddings requests.")
+    embeddings_api_key: str = _setting("", str, "Bearer key sent to the embeddings endpoint; empty: none.", secret=True)
+    embeddings_batch_size: int = _setting(64, _positive(int), "Texts sent per embeddings request.")
+    backup_dir: str = _setting("backups", str, "Directory backup-database writes to (created if missing).")
+    backup_retention: int = _setting(7, _positive(int), "Backups backup-database keeps; older ones are deleted.")
+    health_check_targets: str = _setting(
+        "",
+        str,
+        "Services health-check-services probes: name=url,... with grpc://, grpcs://, http:// or https:// URLs.",
+    )
+    rate_limit_threshold: float = _setting(0.8, _ratio, "Usage ratio above which check-rate-limits alerts.")
+    mcp_registry_url: str = _setting(
+        "https://registry.modelcontextprotocol.io", _url, "Base URL of the MCP server registry (GET /v0/servers)."
+    )
+    public_apis_url: str = _setting(
+        "https://api.apis.guru/v2/list.json", _url, "API directory in the APIs.guru list.json format."
+    )
+    handler_http_timeout_s: float = _setting(
+        30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
+    )
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.smtp_recipients:
@@ -122,7 +227,8 @@ class Settings:
             try:
                 values[field.name] = field.metadata["parse"](raw)
             except ValueError as error:
-                raise SettingsError(f"{variable}={raw!r}: {error}") from None
+                shown = "<hidden>" if field.metadata.get("secret") else repr(raw)
+                raise SettingsError(f"{variable}={shown}: {error}") from None
         return cls(**values)
 
     @classmethod

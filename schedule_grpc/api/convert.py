@@ -117,6 +117,7 @@ def task_to_pb(task: Task) -> pb.Task:
         catchup_window=duration(task.catchup_window),
         critical=task.critical,
         memory_limit_mb=task.memory_limit_mb,
+        owner=task.owner or "",
     )
 
 
@@ -127,7 +128,7 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         schedule=request.schedule,
         handler=request.handler,
         enabled=request.enabled if request.HasField("enabled") else None,
-        metadata=_integral(json_format.MessageToDict(request.metadata)) if request.HasField("metadata") else {},
+        metadata=_metadata_from_pb(request) if request.HasField("metadata") else {},
         timezone=request.timezone,
         retry_policy=RetryPolicyInput(
             max_retries=policy.max_retries if policy.HasField("max_retries") else None,
@@ -142,6 +143,13 @@ def new_task_from_pb(request: pb.RegisterTaskRequest) -> NewTask:
         critical=request.critical,
         memory_limit_mb=request.memory_limit_mb if request.HasField("memory_limit_mb") else None,
     )
+
+
+def _metadata_from_pb(request: pb.RegisterTaskRequest) -> Any:
+    try:
+        return _integral(json_format.MessageToDict(request.metadata))
+    except ValueError:  # NaN and infinities have no JSON form
+        raise InvalidArgument("metadata", "numbers must be finite (no NaN or Infinity)") from None
 
 
 def _overlap_from_pb(value: int) -> OverlapPolicy | None:

@@ -26,10 +26,11 @@ def create_server(
     max_workers: int = 16,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
     queue: QueueService | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
-    Port 0 binds a free port (tests).
+    Port 0 binds a free port (tests). With ``credentials`` the port speaks TLS.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -49,7 +50,7 @@ def create_server(
         ],
         server,
     )
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC address {address}")
     return server, port, health_servicer

@@ -32,6 +32,24 @@ ERROR_CODES: dict[type[errors.ScheduleError], tuple[grpc.StatusCode, int]] = {
 }
 
 
+# gRPC codes no domain error maps to, and the HTTP status the shim answers them with.
+_OTHER_HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP status of a gRPC code: the one ERROR_CODES gives it (first row wins), else the table above."""
+    for grpc_code, http in ERROR_CODES.values():
+        if grpc_code == code:
+            return http
+    return _OTHER_HTTP_STATUS.get(code, 500)
+
+
 def codes_for(error: errors.ScheduleError) -> tuple[grpc.StatusCode, int]:
     for cls in type(error).__mro__:
         if cls in ERROR_CODES:

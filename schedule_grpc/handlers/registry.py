@@ -1,10 +1,24 @@
-"""The handler registry: which handler names a task may use."""
+"""The handler registry: which handler names a task may use.
+
+``default_registry(settings)`` is the one place that builds it: the built-in handlers, configured from
+the settings through their constructors (plain attributes only, so a handler pickles into a worker
+process), then the handlers of installed plugins.
+
+Plugins: a package declares an entry point in the group ``schedule_grpc.handlers``; the object it
+names is called with the Settings and returns a handler or a list of handlers (a handler class whose
+constructor takes the settings fits). A plugin that fails to load, or reuses a name, stops start-up
+with a message naming it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from importlib.metadata import entry_points
 
 from schedule_grpc.handlers.base import Handler
+from schedule_grpc.settings import Settings, SettingsError
+
+ENTRY_POINT_GROUP = "schedule_grpc.handlers"
 
 
 class HandlerRegistry:
@@ -28,8 +42,77 @@ class HandlerRegistry:
         return [self._handlers[name] for name in sorted(self._handlers)]
 
 
-def default_registry() -> HandlerRegistry:
-    """The handlers that ship with the service."""
+def builtin_handlers(settings: Settings) -> list[Handler]:
+    """The ``http`` and ``grpc`` handlers and the seed's 13, configured from ``settings``."""
+    from schedule_grpc.handlers.analytics import BackupDatabaseHandler, UpdateAnalyticsHandler
+    from schedule_grpc.handlers.cleanup import cleanup_handlers
+    from schedule_grpc.handlers.embeddings import embeddings_handlers
+    from schedule_grpc.handlers.grpc import GrpcHandler
     from schedule_grpc.handlers.http import HttpHandler
+    from schedule_grpc.handlers.imports import ImportAllSourcesHandler, ImportMcpServersHandler, ImportPublicApisHandler
+    from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
+    from schedule_grpc.handlers.verification import VerifyImportedDataHandler
 
-    return HandlerRegistry([HttpHandler()])
+    service_db = settings.database_url
+    platform_db = settings.platform_database_url or settings.database_url
+    timeout = settings.handler_http_timeout_s
+    try:
+        targets = parse_targets(settings.health_check_targets)
+    except ValueError as error:
+        raise SettingsError(f"SCHEDULE_HEALTH_CHECK_TARGETS={settings.health_check_targets!r}: {error}") from None
+    mcp = ImportMcpServersHandler(database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout)
+    apis = ImportPublicApisHandler(database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout)
+    return [
+        HttpHandler(),
+        GrpcHandler(),
+        *cleanup_handlers(platform_db),
+        *embeddings_handlers(
+            platform_db,
+            url=settings.embeddings_url,
+            model=settings.embeddings_model,
+            api_key=settings.embeddings_api_key,
+            batch_size=settings.embeddings_batch_size,
+            timeout_s=timeout,
+        ),
+        UpdateAnalyticsHandler(service_database_url=service_db, platform_database_url=platform_db),
+        BackupDatabaseHandler(
+            service_database_url=service_db,
+            platform_database_url=platform_db,
+            directory=settings.backup_dir,
+            retention=settings.backup_retention,
+        ),
+        HealthCheckHandler(database_url=platform_db, targets=targets),
+        RateLimitHandler(database_url=platform_db, threshold=settings.rate_limit_threshold),
+        mcp,
+        apis,
+        ImportAllSourcesHandler(importers={"mcpServers": mcp, "publicApis": apis}),
+        VerifyImportedDataHandler(database_url=platform_db),
+    ]
+
+
+def plugin_handlers(settings: Settings, group: str = ENTRY_POINT_GROUP) -> list[Handler]:
+    """The handlers of installed packages declaring an entry point in ``group``."""
+    found: list[Handler] = []
+    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+        try:
+            made = point.load()(settings)
+        except Exception as error:
+            raise RuntimeError(f"handler plugin {point.name!r} ({point.value}) failed to load: {error}") from error
+        for handler in made if isinstance(made, list | tuple) else [made]:
+            for attribute in ("name", "description", "category", "validate", "run"):
+                if not hasattr(handler, attribute):
+                    raise RuntimeError(f"handler plugin {point.name!r} gave an object without {attribute!r}")
+            found.append(handler)
+    return found
+
+
+def default_registry(settings: Settings | None = None) -> HandlerRegistry:
+    """The handlers that ship with the service, and those of installed plugins."""
+    settings = settings or Settings()
+    registry = HandlerRegistry(builtin_handlers(settings))
+    for handler in plugin_handlers(settings):
+        try:
+            registry.register(handler)
+        except ValueError as error:
+            raise RuntimeError(f"handler plugin: {error}") from None
+    return registry

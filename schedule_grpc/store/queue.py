@@ -225,6 +225,13 @@ class QueueStore:
                 self.notify(conn)
         return results
 
+    def owner(self, execution_id: str) -> tuple[bool, str | None]:
+        """(whether the execution exists, the owner of its task)."""
+        query = select(t.c.owner).select_from(e.outerjoin(t, t.c.id == e.c.task_id)).where(e.c.id == execution_id)
+        with translate_errors(), self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (row is not None, row[0] if row else None)
+
     def cancel(self, execution_id: str, *, now: datetime) -> tuple[Execution | None, bool]:
         """Cancels a pending or running execution: (the execution as it now stands, whether it changed)."""
         with translate_errors(), self._engine.begin() as conn:

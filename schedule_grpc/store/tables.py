@@ -81,6 +81,7 @@ scheduled_tasks = Table(
     Column("catchup_window_s", Float, nullable=False),
     Column("critical", Boolean, nullable=False, server_default=text("false")),
     Column("memory_limit_mb", Integer),
+    Column("owner", String(128)),  # caller that registered the task; NULL when registered open
     Index(None, "enabled", "next_run"),
 )
 

@@ -42,6 +42,7 @@ def _to_row(task: Task) -> dict[str, Any]:
         "catchup_window_s": task.catchup_window.total_seconds(),
         "critical": task.critical,
         "memory_limit_mb": task.memory_limit_mb,
+        "owner": task.owner,
     }
 
 
@@ -70,6 +71,7 @@ def _from_row(row: RowMapping) -> Task:
         catchup_window=timedelta(seconds=row["catchup_window_s"]),
         critical=row["critical"],
         memory_limit_mb=row["memory_limit_mb"],
+        owner=row["owner"],
     )
 
 

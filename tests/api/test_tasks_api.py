@@ -230,10 +230,3 @@ def test_list_handlers_names_http_with_its_description(stub: pb_grpc.ScheduleSer
     assert "http" in response.handlers
     detail = next(h for h in response.handler_details if h.name == "http")
     assert "url" in detail.description and detail.category == "integration"
-
-
-def test_initialize_default_tasks_is_honestly_unimplemented(stub: pb_grpc.ScheduleServiceStub) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.InitializeDefaultTasks(pb.InitializeDefaultTasksRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert list(stub.ListTasks(pb.ListTasksRequest()).tasks) == []

@@ -183,6 +183,7 @@ class Task(_message.Message):
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_MB_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, e.g. "task-0192f..."."""
     name: _builtins.str
@@ -202,6 +203,11 @@ class Task(_message.Message):
     memory_limit_mb: _builtins.int
     """Memory (MiB) the handler may allocate in its worker process; unset: the
     server's default (SCHEDULE_EXECUTOR_MEMORY_LIMIT_MB).
+    """
+    owner: _builtins.str
+    """Caller that registered the task (token or certificate name); empty when
+    it was registered while the service ran without credentials. Only the
+    owner and admins may change or run it.
     """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
@@ -255,10 +261,11 @@ class Task(_message.Message):
         catchup_window: _duration_pb2.Duration | None = ...,
         critical: _builtins.bool = ...,
         memory_limit_mb: _builtins.int | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "next_run", b"next_run", "retry_policy", b"retry_policy", "timeout", b"timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb", "catchup_window", b"catchup_window", "created_at", b"created_at", "critical", b"critical", "enabled", b"enabled", "handler", b"handler", "id", b"id", "last_run", b"last_run", "memory_limit_mb", b"memory_limit_mb", "metadata", b"metadata", "name", b"name", "next_run", b"next_run", "overlap_policy", b"overlap_policy", "owner", b"owner", "retry_policy", b"retry_policy", "schedule", b"schedule", "timeout", b"timeout", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__memory_limit_mb: _TypeAlias = _typing.Literal["memory_limit_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_limit_mb: _TypeAlias = _typing.Literal["_memory_limit_mb", b"_memory_limit_mb"]  # noqa: Y015

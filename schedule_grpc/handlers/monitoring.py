@@ -1,0 +1,198 @@
+"""health-check-services and check-rate-limits.
+
+health-check-services probes each configured service, by the gRPC health protocol (``grpc://`` or
+``grpcs://host:port[/service.Name]``) or by HTTP GET (``http(s)://...``, up on 2xx), with a deadline,
+and reports each status and latency. The last known status of each service is kept in the platform
+table ``service_health``, so an alert is returned once per change: when a service goes down, and when
+it comes back. Metadata: ``targets`` (object name -> URL; default SCHEDULE_HEALTH_CHECK_TARGETS),
+``timeoutSeconds`` (default 5).
+
+check-rate-limits reads the current windows of the platform usage table and returns an alert listing
+every key whose usage is above the threshold. Metadata: ``threshold`` (0-1, default
+SCHEDULE_RATE_LIMIT_THRESHOLD), ``table`` (default rate_limit_usage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc as grpc_lib
+import httpx
+
+from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.handlers import common
+from schedule_grpc.handlers.base import HandlerContext
+from schedule_grpc.handlers.grpc import probe_health
+from schedule_grpc.models import JSON
+from schedule_grpc.store import platform
+
+SCHEMES = ("grpc", "grpcs", "http", "https")
+DEFAULT_PROBE_TIMEOUT_S = 5.0
+
+
+def parse_targets(value: str) -> dict[str, str]:
+    """``name=url,name=url`` into {name: url}; raises ValueError saying what is wrong."""
+    targets: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, url = entry.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not name:
+            raise ValueError(f"{entry!r} is not name=url")
+        problem = target_problem(url)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
+        if name in targets:
+            raise ValueError(f"{name} is listed twice")
+        targets[name] = url
+    return targets
+
+
+def target_problem(url: Any) -> str | None:
+    """Why ``url`` cannot be probed, or None."""
+    if not isinstance(url, str):
+        return "must be a URL string"
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        return f"{url!r} must be a {', '.join(s + '://' for s in SCHEMES)} URL"
+    if parts.scheme.startswith("grpc") and not parts.port:
+        return f"{url!r} needs a port"
+    return None
+
+
+def probe(url: str, timeout_s: float) -> tuple[str, float, str]:
+    """(up|down, latency ms, detail) of one service."""
+    parts = urlsplit(url)
+    start = time.perf_counter()
+    try:
+        if parts.scheme.startswith("grpc"):
+            target = parts.netloc
+            service = parts.path.strip("/")
+            status = probe_health(target, service, tls=parts.scheme == "grpcs", timeout_s=timeout_s)
+            up, detail = status == "SERVING", status
+        else:
+            response = httpx.get(url, timeout=timeout_s, follow_redirects=False)
+            up, detail = response.is_success, f"HTTP {response.status_code}"
+    except grpc_lib.RpcError as error:
+        up, detail = False, f"{error.code().name}: {error.details()}"
+    except httpx.TimeoutException:
+        up, detail = False, f"no answer within {timeout_s:g}s"
+    except httpx.HTTPError as error:
+        up, detail = False, f"{type(error).__name__}: {error}"
+    latency = round((time.perf_counter() - start) * 1000, 1)
+    return ("up" if up else "down"), latency, detail
+
+
+class HealthCheckHandler:
+    name = "health-check-services"
+    category = "monitoring"
+    description = (
+        "Probes services by the gRPC health protocol (grpc://, grpcs://host:port[/service]) or HTTP GET, with a "
+        "deadline; reports status and latency; alerts once per change of state. Metadata: targets (name -> URL; "
+        "default SCHEDULE_HEALTH_CHECK_TARGETS), timeoutSeconds (default 5)."
+    )
+
+    def __init__(self, *, database_url: str, targets: Mapping[str, str]) -> None:
+        self.database_url = database_url
+        self.targets = dict(targets)
+
+    def validate(self, metadata: Mapping[str, JSON]) -> None:
+        self._options(metadata)
+
+    def _options(self, metadata: Mapping[str, JSON]) -> tuple[dict[str, str], float]:
+        targets = metadata.get("targets", self.targets)
+        if not isinstance(targets, dict):
+            raise InvalidArgument("metadata.targets", "must be an object of service name to URL")
+        for name, url in targets.items():
+            problem = target_problem(url)
+            if problem:
+                raise InvalidArgument(f"metadata.targets.{name}", problem)
+        timeout = common.number(metadata, "timeoutSeconds", DEFAULT_PROBE_TIMEOUT_S, minimum=0, maximum=300)
+        return {str(k): str(v) for k, v in targets.items()}, timeout
+
+    def run(self, context: HandlerContext) -> JSON:
+        targets, timeout = self._options(context.metadata)
+        timeout = min(timeout, context.timeout.total_seconds())
+        now = context.scheduled_for
+        services: list[dict[str, JSON]] = []
+        rows: list[dict[str, Any]] = []
+        for name, url in sorted(targets.items()):
+            status, latency, detail = probe(url, timeout)
+            services.append({"name": name, "url": url, "status": status, "latencyMs": latency, "detail": detail})
+            rows.append(
+                {
+                    "name": name,
+                    "target": url,
+                    "status": status,
+                    "latency_ms": latency,
+                    "detail": detail,
+                    "checked_at": now,
+                    "changed_at": now,
+                }
+            )
+        alerts: list[dict[str, str]] = []
+        with platform.connect(self.database_url) as engine:
+            before = platform.previous_health(engine)
+            for service in services:
+                previous, current = before.get(str(service["name"])), service["status"]
+                if current == "down" and previous != "down":
+                    alerts.append(
+                        {
+                            "subject": f"[schedule] {service['name']} is DOWN",
+                            "body": f"{service['name']} ({service['url']}) failed its health check: "
+                            f"{service['detail']} (after {service['latencyMs']} ms).",
+                        }
+                    )
+                elif current == "up" and previous == "down":
+                    alerts.append(
+                        {
+                            "subject": f"[schedule] {service['name']} is back UP",
+                            "body": f"{service['name']} ({service['url']}) answers again: {service['detail']}.",
+                        }
+                    )
+            platform.record_health(engine, rows)
+        down = sum(1 for s in services if s["status"] == "down")
+        return {"services": services, "up": len(services) - down, "down": down, "alerts": alerts}
+
+
+class RateLimitHandler:
+    name = "check-rate-limits"
+    category = "monitoring"
+    description = (
+        "Reads current rate-limit usage from the platform usage table and alerts about keys above the "
+        "threshold. Metadata: threshold (0-1, default SCHEDULE_RATE_LIMIT_THRESHOLD), table (default "
+        "rate_limit_usage)."
+    )
+
+    def __init__(self, *, database_url: str, threshold: float) -> None:
+        self.database_url = database_url
+        self.threshold = threshold
+
+    def validate(self, metadata: Mapping[str, JSON]) -> None:
+        self._options(metadata)
+
+    def _options(self, metadata: Mapping[str, JSON]) -> tuple[float, str]:
+        threshold = common.number(metadata, "threshold", self.threshold, minimum=0, maximum=1)
+        return threshold, common.identifier(metadata, "table", "rate_limit_usage", qualified=True)
+
+    def run(self, context: HandlerContext) -> JSON:
+        threshold, table = self._options(context.metadata)
+        with platform.connect(self.database_url) as engine:
+            usage = platform.current_usage(engine, table, context.scheduled_for)
+        over = []
+        for row in usage:
+            ratio = row["used"] / row["limit"] if row["limit"] > 0 else 1.0
+            if ratio >= threshold:
+                over.append({**row, "ratio": round(ratio, 4)})
+        alerts = []
+        if over:
+            lines = "\n".join(f"{r['key']}: {r['used']}/{r['limit']} ({r['ratio']:.0%})" for r in over)
+            alerts.append(
+                {
+                    "subject": f"[schedule] {len(over)} rate limit(s) above {threshold:.0%}",
+                    "body": f"Usage at or above {threshold:.0%} of the limit in the current window:\n{lines}",
+                }
+            )
+        return {"checked": len(usage), "threshold": threshold, "overThreshold": over, "alerts": alerts}
