@@ -281,12 +281,12 @@ def main() -> int:
     except Exception:
         log.exception("start-up failed")
         return 1
-    service.start()
-    if service.tasks is not None:
+    if service.tasks is not None:  # before serving, so the first ListTasks already shows it
         try:
             retention.install_maintenance_task(service.tasks.register, settings.retention_schedule)
         except Exception:  # the database may be down now; the next start installs it
             log.exception("could not install the built-in retention task")
+    service.start()
     stop.wait()  # SIGTERM / SIGINT
     log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
     service.stop()

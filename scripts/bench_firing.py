@@ -132,17 +132,29 @@ def bare(conninfo: str, rounds: int, tasks: int) -> tuple[list[float], list[floa
         time.sleep(1)
         scheduler.remove_job("one")
         one = _take_bare()
-        boundary = next_minute(datetime.now(UTC) + timedelta(seconds=20))
+    finally:
+        scheduler.shutdown(wait=True)
+    return one, bare_burst(conninfo, tasks, next_minute(datetime.now(UTC) + timedelta(seconds=20)))
+
+
+def bare_burst(conninfo: str, tasks: int, boundary: datetime, tablename: str = "bare_jobs") -> list[float]:
+    """Bare APScheduler 3 (CronTrigger, SQLAlchemyJobStore, default thread pool): ``tasks`` no-op jobs due at
+    ``boundary``; how late each started, in seconds. Returns 5 s after the boundary."""
+    store = SQLAlchemyJobStore(url=sqlalchemy_url(conninfo), tablename=tablename)
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone=UTC)
+    scheduler.start()
+    try:
+        trigger = CronTrigger.from_crontab("* * * * *", timezone=UTC)
         for i in range(tasks):
             scheduler.add_job(
                 bare_job, trigger, id=f"bulk-{i}", args=[boundary.timestamp()], next_run_time=boundary,
                 misfire_grace_time=None,  # the default (1 s) would drop late ones without a trace
             )  # fmt: skip
         sleep_until(boundary + timedelta(seconds=5))
-        many = _take_bare()
+        return _take_bare()
     finally:
+        scheduler.remove_all_jobs()
         scheduler.shutdown(wait=True)
-    return one, many
 
 
 def _row(label: str, samples: list[float]) -> str:

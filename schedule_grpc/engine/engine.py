@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schedule_grpc.clock import Clock
@@ -32,6 +32,9 @@ class SchedulingEngine:
     then lets it run. While leading it verifies the lock every ``retry_interval_s`` (stopping at once
     on any error), reconciles each changed task as its notification arrives, reconciles everything
     every ``reconcile_interval_s``, and restarts APScheduler's loop if it ever died.
+
+    Only tasks due within ``horizon_s`` have an APScheduler job (default: three reconcile intervals,
+    at least two minutes), so the scheduler's size follows the tasks due soon, not all tasks.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class SchedulingEngine:
         reconcile_interval_s: float = 60.0,
         retry_interval_s: float = 0.5,
         on_enqueued: Callable[[], None] = _nothing,
+        horizon_s: float | None = None,
     ) -> None:
         self._database = database
         self._tasks = tasks
@@ -58,6 +62,7 @@ class SchedulingEngine:
         self._reconcile_interval_s = reconcile_interval_s
         self._retry_s = retry_interval_s
         self._on_enqueued = on_enqueued
+        self._horizon = timedelta(seconds=horizon_s if horizon_s is not None else max(3 * reconcile_interval_s, 120))
         self._stop = threading.Event()
         self._leading = threading.Event()
         self._ready = threading.Event()  # leading and promoted (caught up, loop running)
@@ -184,7 +189,7 @@ class SchedulingEngine:
         scheduler.add_executor(OccurrenceExecutor(self._buffer), "default")
         scheduler.start(paused=True)
         self._scheduler = scheduler
-        self._reconciler = Reconciler(scheduler, self._tasks, self._hand_on, self._clock)
+        self._reconciler = Reconciler(scheduler, self._tasks, self._hand_on, self._clock, horizon=self._horizon)
         self._reconciler.full()  # catch up and align the jobs before the first pass
         scheduler.resume()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 
 from schedule_grpc.engine.trigger import CronTaskTrigger
 from schedule_grpc.firing import Occurrence
-from schedule_grpc.store.schedule_jobs import write_job_rows
+from schedule_grpc.store.schedule_jobs import replace_job_rows, write_job_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class OccurrenceExecutor(BaseExecutor):  # type: ignore[misc]
 
 
 class BatchingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
-    """SQLAlchemyJobStore that stores a pass's occurrences, then its job updates in one transaction."""
+    """SQLAlchemyJobStore that stores a pass's occurrences, then its job updates in one transaction.
+
+    Inside ``batched()`` (a reconciliation) job additions, changes and removals are collected and
+    written together when the block ends, instead of one transaction per job.
+    """
 
     def __init__(
         self,
@@ -82,6 +87,40 @@ class BatchingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self._on_error = on_error
         self._in_pass = False
         self._updates: dict[str, Job] = {}
+        self._batch: dict[str, Job | None] | None = None  # job id -> its new state, None: removed
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Collects the job writes of the block; writes them in one transaction when it ends without error."""
+        self._batch = batch = dict[str, Job | None]()
+        try:
+            yield
+        finally:
+            self._batch = None
+        replace_job_rows(
+            self.engine,
+            self.jobs_t,
+            [(i, datetime_to_utc_timestamp(j.next_run_time), self._state(j)) for i, j in batch.items() if j],
+            [i for i, j in batch.items() if j is None],
+        )
+
+    def add_job(self, job: Job) -> None:
+        if self._batch is not None:
+            self._batch[job.id] = job  # replaces an existing job when written
+        else:
+            super().add_job(job)
+
+    def remove_job(self, job_id: str) -> None:
+        if self._batch is not None:
+            self._batch[job_id] = None
+        else:
+            super().remove_job(job_id)
+
+    def lookup_job(self, job_id: str) -> Job | None:
+        if self._batch is not None and job_id in self._batch:
+            return self._batch[job_id]
+        job: Job | None = super().lookup_job(job_id)
+        return job
 
     def abandon_pass(self) -> None:
         """Forgets a pass that failed midway (its jobs stay due and are replayed)."""
@@ -101,6 +140,8 @@ class BatchingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def update_job(self, job: Job) -> None:
         if self._in_pass:
             self._updates[job.id] = job
+        elif self._batch is not None:
+            self._batch[job.id] = job
         else:
             super().update_job(job)
 
@@ -163,6 +204,11 @@ class GuardedScheduler(BackgroundScheduler):  # type: ignore[misc]
     def loop_alive(self) -> bool:
         thread = getattr(self, "_thread", None)
         return thread is not None and thread.is_alive()
+
+    def batched(self) -> AbstractContextManager[None]:
+        """Job writes of the block go to the job store together (see ``BatchingJobStore.batched``)."""
+        store = self._jobstores.get("default")
+        return store.batched() if isinstance(store, BatchingJobStore) else nullcontext()
 
     @property
     def lock(self) -> Any:

@@ -1,11 +1,18 @@
-"""Keeps APScheduler's job store in step with the tasks table (the source of truth), with catch-up."""
+"""Keeps APScheduler's job store in step with the tasks table (the source of truth), with catch-up.
+
+Only the tasks due within a *horizon* (a few reconcile intervals) have a job: with 100,000 tasks
+spread over an hour the scheduler holds a few thousand jobs, not 100,000, so promotion time, memory
+and each full reconciliation grow with the tasks due soon rather than with every task. A task beyond
+the horizon lives only in the tasks table (its ``next_run`` kept there); a later full reconciliation,
+which runs well inside the horizon, gives it a job before its instant.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
@@ -35,21 +42,59 @@ class ReconcileResult:
     removed: int = 0
     caught_up: int = 0  # occurrences handed on because their instant had passed
 
+    def __add__(self, other: ReconcileResult) -> ReconcileResult:
+        return ReconcileResult(
+            self.added + other.added,
+            self.changed + other.changed,
+            self.removed + other.removed,
+            self.caught_up + other.caught_up,
+        )
+
 
 class Reconciler:
-    """Derives jobs from tasks. Runs under the scheduler's pass lock, so it never races a pass."""
+    """Derives jobs from tasks. Runs under the scheduler's pass lock, so it never races a pass.
 
-    def __init__(self, scheduler: GuardedScheduler, tasks: TaskStore, hand_on: HandOn, clock: Clock) -> None:
+    ``horizon``: only tasks whose next run is before now + horizon get a job (see the module doc).
+    """
+
+    def __init__(
+        self,
+        scheduler: GuardedScheduler,
+        tasks: TaskStore,
+        hand_on: HandOn,
+        clock: Clock,
+        *,
+        horizon: timedelta = timedelta(minutes=3),
+    ) -> None:
         self._scheduler = scheduler
         self._tasks = tasks
         self._hand_on = hand_on
         self._clock = clock
+        self._horizon = horizon
 
     def full(self) -> ReconcileResult:
-        """Every task against every job; jobs without an enabled task are removed."""
-        with self._scheduler.lock:  # tasks are read under the lock too: a pass may move next_run meanwhile
+        """Every task due within the horizon against every job; other jobs are removed.
+
+        Tasks are read a page at a time and each page applied at once, so memory stays bounded by a
+        page however many tasks are due; the job writes of the whole pass go out in one transaction.
+        """
+        # Tasks are read under the lock too: a pass may move next_run meanwhile.
+        with self._scheduler.lock, self._scheduler.batched():
             jobs = {job.id: job for job in self._scheduler.get_jobs()}
-            return self._apply(self._all_tasks(), jobs, remove_rest=True)
+            result = ReconcileResult()
+            until = self._clock.now() + self._horizon
+            after: str | None = None
+            while True:
+                page = self._tasks.due_before(until, limit=_PAGE, after_name=after)
+                if page:
+                    result += self._apply(page, jobs)
+                if len(page) < _PAGE:
+                    break
+                after = page[-1].name
+            removed = sum(self._remove(job) for job in jobs.values())  # disabled, deleted or beyond the horizon
+        result += ReconcileResult(removed=removed)
+        self._log(result)
+        return result
 
     def one(self, name: str) -> ReconcileResult | None:
         """The task called ``name``; None when it no longer exists (a full pass finds its job)."""
@@ -58,20 +103,14 @@ class Reconciler:
             if task is None:
                 return None
             job = self._scheduler.get_job(task.id)
-            return self._apply([task], {job.id: job} if job else {}, remove_rest=False)
+            result = self._apply([task], {job.id: job} if job else {})
+        self._log(result)
+        return result
 
-    def _all_tasks(self) -> list[Task]:
-        found: list[Task] = []
-        after: str | None = None
-        while True:
-            page = self._tasks.list(limit=_PAGE, after_name=after)
-            found.extend(page)
-            if len(page) < _PAGE:
-                return found
-            after = page[-1].name
-
-    def _apply(self, tasks: Iterable[Task], jobs: dict[str, Job], *, remove_rest: bool) -> ReconcileResult:
+    def _apply(self, tasks: Iterable[Task], jobs: dict[str, Job]) -> ReconcileResult:
+        """Aligns the jobs of ``tasks`` (taking them out of ``jobs``), catching up what was missed."""
         now = self._clock.now()
+        until = now + self._horizon
         occurrences: list[Occurrence] = []
         next_runs: dict[str, datetime] = {}
         wanted: list[tuple[Task, CronTaskTrigger, datetime, Job | None]] = []
@@ -89,10 +128,10 @@ class Reconciler:
                 found, nxt = catch_up(schedule, task.id, nxt, now, task.catchup_window)
                 occurrences.extend(found)
                 next_runs[task.id] = nxt
-            wanted.append((task, CronTaskTrigger(task.schedule, task.timezone), nxt, job))
-        if remove_rest:
-            for job in jobs.values():
+            if nxt >= until:  # beyond the horizon: no job until a full reconciliation brings it in
                 removed += self._remove(job)
+                continue
+            wanted.append((task, CronTaskTrigger(task.schedule, task.timezone), nxt, job))
         if occurrences or next_runs:
             self._hand_on(occurrences, next_runs)  # before the jobs move on, as in a pass
         added = changed = 0
@@ -114,13 +153,20 @@ class Reconciler:
             elif job.trigger != trigger or job.next_run_time != nxt:
                 job.modify(trigger=trigger, next_run_time=nxt)
                 changed += 1
-        result = ReconcileResult(added, changed, removed, len(occurrences))
-        if added or changed or removed or occurrences:
+        return ReconcileResult(added, changed, removed, len(occurrences))
+
+    @staticmethod
+    def _log(result: ReconcileResult) -> None:
+        if result.added or result.changed or result.removed or result.caught_up:
             log.info(
                 "reconciled",
-                extra={"added": added, "changed": changed, "removed": removed, "caught_up": len(occurrences)},
+                extra={
+                    "added": result.added,
+                    "changed": result.changed,
+                    "removed": result.removed,
+                    "caught_up": result.caught_up,
+                },
             )
-        return result
 
     def _remove(self, job: Job | None) -> int:
         if job is None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Engine, Table, bindparam
 
 from schedule_grpc.store.db import translate_errors
 
+JobRow = tuple[str, float | None, bytes]  # id, next run as a UTC timestamp, pickled state
 
-def write_job_rows(engine: Engine, table: Table, rows: Sequence[tuple[str, float | None, bytes]]) -> None:
+_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's and Postgres's parameter limits
+
+
+def write_job_rows(engine: Engine, table: Table, rows: Sequence[JobRow]) -> None:
     """Updates many rows of the scheduler's job table (id, next run timestamp, state) in one transaction."""
     if not rows:
         return
@@ -20,3 +24,20 @@ def write_job_rows(engine: Engine, table: Table, rows: Sequence[tuple[str, float
     )
     with translate_errors(), engine.begin() as conn:
         conn.execute(query, [{"job_id": i, "job_next": n, "job_state_": s} for i, n, s in rows])
+
+
+def replace_job_rows(engine: Engine, table: Table, rows: Sequence[JobRow], removed: Iterable[str]) -> None:
+    """In one transaction: removes the jobs ``removed``, and inserts or replaces ``rows``.
+
+    A reconciliation adds thousands of jobs at once (a promotion); one statement per job, as
+    APScheduler's store does, would make a promotion's time grow with the number of jobs in round trips.
+    """
+    ids = [row[0] for row in rows]
+    ids.extend(removed)
+    if not ids:
+        return
+    with translate_errors(), engine.begin() as conn:
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(table.delete().where(table.c.id.in_(ids[start : start + _CHUNK])))
+        if rows:
+            conn.execute(table.insert(), [{"id": i, "next_run_time": n, "job_state": s} for i, n, s in rows])

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc.errors import AlreadyExists
@@ -123,6 +123,19 @@ class TaskStore:
     def list(self, *, limit: int, after_name: str | None = None) -> Sequence[Task]:
         """Up to ``limit`` tasks in name order, after ``after_name`` when given."""
         query = select(t).order_by(t.c.name).limit(limit)
+        if after_name is not None:
+            query = query.where(t.c.name > after_name)
+        with translate_errors(), self._reads.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+
+    def due_before(self, until: datetime, *, limit: int, after_name: str | None = None) -> Sequence[Task]:
+        """Up to ``limit`` enabled tasks whose next run is unknown or before ``until``, in name order."""
+        query = (
+            select(t)
+            .where(t.c.enabled.is_(True), or_(t.c.next_run.is_(None), t.c.next_run < until))
+            .order_by(t.c.name)
+            .limit(limit)
+        )
         if after_name is not None:
             query = query.where(t.c.name > after_name)
         with translate_errors(), self._reads.connect() as conn:

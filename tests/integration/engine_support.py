@@ -35,8 +35,15 @@ class Replica:
 
 
 def make_replica(
-    db: Engine, clock: FakeClock, name: str = "r1", *, lock: LeaderLock | None = None, interval_s: float = 60.0
+    db: Engine,
+    clock: FakeClock,
+    name: str = "r1",
+    *,
+    lock: LeaderLock | None = None,
+    interval_s: float = 60.0,
+    horizon_s: float = 2 * 86400,
 ) -> Replica:
+    """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
     scheduling: list[SchedulingEngine] = []
 
@@ -56,6 +63,7 @@ def make_replica(
         reconcile_interval_s=interval_s,
         retry_interval_s=0.05,
         on_enqueued=lambda: wakeups.append(1),
+        horizon_s=horizon_s,
     )
     scheduling.append(engine)
     service = TaskService(store, ExecutionStore(db), default_registry(), clock)
