@@ -99,7 +99,8 @@ class QueueStore:
             .join(t, t.c.id == e.c.task_id)
             .where(e.c.status == ExecutionStatus.PENDING.value, e.c.due_at <= now)
             .where((t.c.overlap_policy == OverlapPolicy.ALLOW.value) | ~blocked)
-            .order_by(e.c.due_at, e.c.id)
+            # A manual run has a caller waiting on RunTaskNow: it goes before a backlog of scheduled ones.
+            .order_by((e.c.trigger != Trigger.MANUAL.value), e.c.due_at, e.c.id)
             .limit(limit)
             .with_for_update(of=e, skip_locked=True)
         )
@@ -152,7 +153,7 @@ class QueueStore:
                 .values(last_run=now)
             )
             tasks = {r["id"]: _task(r) for r in conn.execute(select(t).where(t.c.id.in_(task_ids))).mappings()}
-        executions.sort(key=lambda x: (x.due_at, x.id))
+        executions.sort(key=lambda x: (x.trigger is not Trigger.MANUAL, x.due_at, x.id))
         return [Claimed(x, tasks[x.task_id]) for x in executions]
 
     def renew(self, *, owner: str, ids: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
