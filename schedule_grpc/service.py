@@ -146,20 +146,7 @@ class TaskService:
         now = self._clock.now()
         if self._queue is not None and self._executor is not None:
             return self._run_queued(task, now, wait_s)
-        execution = self._executions.insert(
-            Execution(
-                id=new_id("exec"),
-                task_id=task.id,
-                task_name=task.name,
-                trigger=Trigger.MANUAL,
-                scheduled_for=now,
-                attempt=1,
-                status=ExecutionStatus.RUNNING,
-                due_at=now,
-                created_at=now,
-                started_at=now,
-            )
-        )
+        execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
         self._tasks.set_last_run(task.id, now)
         context = HandlerContext(
             execution_id=execution.id,
@@ -180,19 +167,7 @@ class TaskService:
 
     def _run_queued(self, task: Task, now: datetime, wait_s: float | None) -> Execution:
         assert self._queue is not None and self._executor is not None
-        execution = self._queue.enqueue(
-            Execution(
-                id=new_id("exec"),
-                task_id=task.id,
-                task_name=task.name,
-                trigger=Trigger.MANUAL,
-                scheduled_for=now,
-                attempt=1,
-                status=ExecutionStatus.PENDING,
-                due_at=now,
-                created_at=now,
-            )
-        )
+        execution = self._queue.enqueue(_manual(task, now, ExecutionStatus.PENDING))
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             log.info("execution queued", extra={"trigger": "manual"})
         self._executor.wake()
@@ -300,3 +275,19 @@ def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution
 
 def _not_found(name: str) -> NotFound:
     return NotFound(f"task {name!r} not found", reason="TASK_NOT_FOUND")
+
+
+def _manual(task: Task, now: datetime, status: ExecutionStatus, started_at: datetime | None = None) -> Execution:
+    """A RunTaskNow execution: attempt 1 of the instant it was asked for."""
+    return Execution(
+        id=new_id("exec"),
+        task_id=task.id,
+        task_name=task.name,
+        trigger=Trigger.MANUAL,
+        scheduled_for=now,
+        attempt=1,
+        status=status,
+        due_at=now,
+        created_at=now,
+        started_at=started_at,
+    )
