@@ -218,7 +218,7 @@ class Settings:
     )
 
     metrics_address: str = _setting(
-        "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); empty or off: not served."
+        "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); off: not served."
     )
     watch_poll_s: float = _setting(
         0.5, _positive(float), "Seconds between WatchExecutions reads when no notification arrives (SQLite polls)."

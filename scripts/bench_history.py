@@ -138,7 +138,7 @@ def main() -> int:
         **os.environ,
         "SCHEDULE_DATABASE_URL": sqlalchemy_url(url),
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{port}",
-        "SCHEDULE_METRICS_ADDRESS": "",
+        "SCHEDULE_METRICS_ADDRESS": "off",
         "SCHEDULE_RETENTION_SCHEDULE": "",
         "SCHEDULE_LOG_LEVEL": "WARNING",
     }

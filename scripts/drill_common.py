@@ -147,7 +147,7 @@ class Processes:
 
 def replica_env(grpc_port: int, **env: str) -> dict[str, str]:
     """Settings for a drill replica on loopback: the gRPC port, and no metrics port when the service has one."""
-    return {"SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}", "SCHEDULE_METRICS_ADDRESS": "", **env}
+    return {"SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}", "SCHEDULE_METRICS_ADDRESS": "off", **env}
 
 
 def wait_serving(address: str, timeout_s: float) -> bool:
