@@ -1,9 +1,9 @@
-"""Execution rows written the way the execution engine writes them.
+"""Execution rows written the way the executor writes them.
 
-The executor is built on another branch; these helpers produce its writes directly in the
-database (insert pending, claim to running, finish as success or failed, insert the retry as a new
-pending row with trigger retry, move to the dead-letter queue), so that the events the database
-derives from them can be tested here.
+These helpers make the executor's writes directly in the database (insert pending, claim to running,
+finish as success or failed, insert the retry as a new pending row with trigger retry, move to the
+dead-letter queue), so that what the database derives from them (events, metrics, retention) can be
+tested at chosen instants without running handlers.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ def test_admin_only_calls_refuse_services_on_both_protocols(
     assert error_details(caught.value)[0] == "ADMIN_ONLY"
     denied = http.post("/api/init", headers=bearer("alpha-secret"))
     assert denied.status_code == 403 and denied.json()["reason"] == "ADMIN_ONLY"
-    # An admin gets past the role check to the use case (which answers for itself).
-    assert http.post("/api/init", headers=bearer("root-secret")).status_code in (200, 501)
+    # An admin gets past the role check and installs the defaults.
+    assert http.post("/api/init", headers=bearer("root-secret")).status_code == 200
 
 
 def test_services_manage_their_own_tasks_and_admins_everyones(

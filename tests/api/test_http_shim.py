@@ -127,14 +127,17 @@ def test_handlers_are_listed_with_a_count(http: httpx.Client) -> None:
     assert body["handlerDetails"][0]["name"] == body["handlers"][0]
 
 
-def test_init_answers_through_the_error_table(http: httpx.Client) -> None:
+def test_init_installs_the_seed_defaults_in_the_seed_shape(http: httpx.Client) -> None:
     response = http.post("/api/init")
-    # UNIMPLEMENTED until the built-in tasks exist; then {"success": true, "message": "Default tasks initialized"}.
-    if response.status_code == 200:
-        assert response.json()["message"] == "Default tasks initialized"
-    else:
-        assert response.status_code == 501
-        assert response.json()["success"] is False and response.json()["code"] == "UNIMPLEMENTED"
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True and body["message"] == "Default tasks initialized"
+    names = {t["name"] for t in body["tasks"]}
+    assert len(names) == 13 and {"cleanup-expired-sessions", "backup-database", "health-check-services"} <= names
+    listed = http.get("/api/tasks").json()
+    assert {t["name"] for t in listed["tasks"]} == names
+    assert http.post("/api/init").json()["success"] is True  # idempotent
+    assert http.get("/api/tasks").json()["count"] == 13
 
 
 def test_health_is_open_and_reports_the_status(http: httpx.Client, shim: Service) -> None:
