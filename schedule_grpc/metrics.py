@@ -5,7 +5,7 @@ Three sources, chosen so that summing a counter over replicas counts each thing 
 * RPC counters and latency: each replica counts the calls it served (api/metrics.py).
 * Execution counters and histograms: counted from the execution event stream (execution_events,
   written by database triggers). Every replica could read every event, so exactly ONE replica
-  counts them: the holder of a Postgres advisory lock (store/listen.py; with SQLite there is one
+  counts them: the holder of a Postgres advisory lock (store/notify.py; with SQLite there is one
   replica). It starts counting at the events committed after it took the lock; if it dies, the
   next holder takes over from its own start. Non-holders export the families with no samples.
   Catch-up happens at scrape time, so a scrape always includes what was committed before it.

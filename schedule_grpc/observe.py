@@ -15,7 +15,7 @@ from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings
 from schedule_grpc.status_page import StatusPage
 from schedule_grpc.store.events import EVENTS_CHANNEL, EventStore
-from schedule_grpc.store.listen import PostgresListener
+from schedule_grpc.store.notify import COUNTER_LOCK_KEY, Listener
 from schedule_grpc.store.observations import ObservationStore
 from schedule_grpc.store.retention import RetentionStore
 from schedule_grpc.watch import EventFeed, WatchService
@@ -41,12 +41,12 @@ class Observability:
         self.events = EventStore(engine)
         self.observations = ObservationStore(engine)
         self.feed = EventFeed()
-        self.listener = PostgresListener(engine, EVENTS_CHANNEL, self.feed.wake) if self.events.notifies else None
-        # With SQLite there is one replica, and it counts; with Postgres, the holder of the lock.
-        listener = self.listener
-        self.counter = EventCounter(
-            self.events, self.metrics, (lambda: listener.holds_lock) if listener else (lambda: True)
+        self.listener = (
+            Listener(engine, EVENTS_CHANNEL, self.feed.wake, lock_key=COUNTER_LOCK_KEY)
+            if self.events.notifies
+            else None
         )
+        self.counter = EventCounter(self.events, self.metrics, lambda: self.counter_active)
         self.watch = WatchService(
             self.events,
             self.feed,
@@ -78,7 +78,8 @@ class Observability:
 
     @property
     def counter_active(self) -> bool:
-        """Whether this replica is the one counting execution events."""
+        """Whether this replica is the one counting execution events: with SQLite there is one replica,
+        and it counts; with Postgres, the holder of the counter lock."""
         return self.listener.holds_lock if self.listener is not None else True
 
     def serve_http(self, tasks: TaskService) -> None:
