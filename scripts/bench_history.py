@@ -21,12 +21,9 @@ import argparse
 import os
 import random
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,25 +36,13 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.store import db
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rpc import measure, percentiles
+from drill_common import free_port, sqlalchemy_url
+
 ROOT = Path(__file__).resolve().parent.parent
 DB = "schedule_bench_history"
 PAGE_SQL = "SELECT {columns} FROM task_executions WHERE task_id = %s ORDER BY created_at DESC, id DESC LIMIT 51"
-
-
-def percentiles(samples: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(samples, n=100, method="inclusive")
-    return q[49], q[94], q[98]
-
-
-def measure(call: Callable[[int], object], calls: int, warmup: int = 50) -> list[float]:
-    for i in range(warmup):
-        call(i)
-    samples = []
-    for i in range(calls):
-        start = time.perf_counter()
-        call(i)
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
 
 
 def seed(admin_url: str, tasks: int, rows: int) -> str:
@@ -102,20 +87,6 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
         conn.execute("VACUUM ANALYZE")  # the visibility map that index-only scans need
     print(f"seeded {tasks:,} tasks and {rows:,} executions in {time.perf_counter() - started:.1f}s")
     return url
-
-
-def sqlalchemy_url(conninfo: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    auth = str(params.get("user") or "postgres") + (f":{params['password']}" if params.get("password") else "")
-    return (
-        f"postgresql+psycopg://{auth}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{params['dbname']}"
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ts(value: datetime) -> timestamp_pb2.Timestamp:

@@ -17,7 +17,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from drill_common import free_port, sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = "schedule_bench"
@@ -57,7 +59,7 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DB}"')
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=DB)
-    env = {**os.environ, "SCHEDULE_DATABASE_URL": "postgresql+psycopg://" + url_to_sqlalchemy(url)}
+    env = {**os.environ, "SCHEDULE_DATABASE_URL": sqlalchemy_url(url)}
     subprocess.run(
         [
             sys.executable,
@@ -97,18 +99,6 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
     return url
 
 
-def url_to_sqlalchemy(conninfo: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    auth = str(params.get("user") or "postgres") + (f":{params['password']}" if params.get("password") else "")
-    return f"{auth}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{params['dbname']}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -121,7 +111,7 @@ def main() -> int:
     port = free_port()
     env = {
         **os.environ,
-        "SCHEDULE_DATABASE_URL": "postgresql+psycopg://" + url_to_sqlalchemy(url),
+        "SCHEDULE_DATABASE_URL": sqlalchemy_url(url),
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "SCHEDULE_METRICS_ADDRESS": "off",
         "SCHEDULE_LOG_LEVEL": "WARNING",
