@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from schedule_grpc.models import JSON, ErrorCategory
 
@@ -50,3 +50,29 @@ class Handler(Protocol):
     def run(self, context: HandlerContext) -> JSON:
         """Does the work; returns a JSON value saying what was done, or raises."""
         ...
+
+
+Lane = Literal["local", "remote"]
+"""Where the executor runs a handler: ``local`` in a worker process (Python over data, with the memory
+limit), ``remote`` as an asyncio task on the replica's event loop (the work is a network call)."""
+
+
+class RemoteHandler(Handler, Protocol):
+    """A handler whose work is a network call; declares ``lane = "remote"``.
+
+    The executor's remote lane awaits ``run_async`` under the task's timeout and cancels it on
+    ``CancelExecution`` and at shutdown; ``run`` stays for callers outside the executor.
+    """
+
+    lane: Lane
+
+    async def run_async(self, context: HandlerContext) -> JSON:
+        """Does the call; returns a JSON value saying what was done, or raises."""
+        ...
+
+
+def lane_of(handler: Handler) -> Lane:
+    """The lane a handler runs in: ``remote`` only when it declares so and can be awaited."""
+    if getattr(handler, "lane", "local") == "remote" and callable(getattr(handler, "run_async", None)):
+        return "remote"
+    return "local"
