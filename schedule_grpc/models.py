@@ -44,6 +44,7 @@ class ErrorCategory(StrEnum):
     NETWORK = "network"
     RESOURCE = "resource"
     LOGIC = "logic"
+    POLICY = "policy"
 
 
 class OverlapPolicy(StrEnum):

@@ -32,6 +32,7 @@ _CATEGORY = {
     ErrorCategory.NETWORK: pb.ERROR_CATEGORY_NETWORK,
     ErrorCategory.RESOURCE: pb.ERROR_CATEGORY_RESOURCE,
     ErrorCategory.LOGIC: pb.ERROR_CATEGORY_LOGIC,
+    ErrorCategory.POLICY: pb.ERROR_CATEGORY_POLICY,
 }
 _OVERLAP = {
     OverlapPolicy.SKIP: pb.OVERLAP_POLICY_SKIP,

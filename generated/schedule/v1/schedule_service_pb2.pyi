@@ -142,6 +142,8 @@ class _ErrorCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCa
     """Memory or another resource limit was exceeded, or the handler crashed."""
     ERROR_CATEGORY_LOGIC: _ErrorCategory.ValueType  # 4
     """Any other error raised by the handler."""
+    ERROR_CATEGORY_POLICY: _ErrorCategory.ValueType  # 5
+    """Refused by the operator's policy (egress to a denied address, a table not allowed) before any work."""
 
 class ErrorCategory(_ErrorCategory, metaclass=_ErrorCategoryEnumTypeWrapper):
     """Kind of failure of a failed execution."""
@@ -156,6 +158,8 @@ ERROR_CATEGORY_RESOURCE: ErrorCategory.ValueType  # 3
 """Memory or another resource limit was exceeded, or the handler crashed."""
 ERROR_CATEGORY_LOGIC: ErrorCategory.ValueType  # 4
 """Any other error raised by the handler."""
+ERROR_CATEGORY_POLICY: ErrorCategory.ValueType  # 5
+"""Refused by the operator's policy (egress to a denied address, a table not allowed) before any work."""
 Global___ErrorCategory: _TypeAlias = ErrorCategory  # noqa: Y015
 
 class _ExecutionEventType:
