@@ -329,8 +329,12 @@ class SchedulingEngine:
 
     def _shutdown_scheduler(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None and not scheduler.stop_within(max(5.0, 2 * self._term.total_seconds())):
-            self._stuck = scheduler
+        if scheduler is None:
+            return
+        self._stuck = scheduler  # until it stops: health reports it meanwhile
+        if scheduler.stop_within(max(5.0, 2 * self._term.total_seconds())):
+            self._stuck = None
+        else:
             log.error("the firing loop did not stop: it is stuck", extra={"replica_id": self.replica_id})
 
     # --- handing occurrences on --------------------------------------------------------------
