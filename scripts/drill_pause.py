@@ -152,7 +152,8 @@ def main() -> int:
                 time.sleep(options.gap_s)
                 if follower_pause_s:
                     current = leader(conninfo)
-                    follower = next(n for n in names if current is None or n != current[1])
+                    followers = [n for n in names if current is None or n != current[1]]
+                    follower = next((n for n in followers if n != old[1]), followers[0])  # one not yet paused
                     pause(replicas[follower].pid, follower_pause_s, f"follower {follower}")
                 last = next_minute(datetime.now(UTC))
                 sleep_until(last + timedelta(seconds=options.max_late_s + 5))
