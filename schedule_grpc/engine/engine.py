@@ -92,6 +92,7 @@ class SchedulingEngine:
         self._watch = LeaseWatch(grace_s)
         self._beat = monotonic()  # when the firing loop last began a pass (renewed the lease)
         self._deposed: str | None = None  # set by the loop when its epoch is no longer current
+        self._stopping: GuardedScheduler | None = None  # a loop being stopped (leadership ended)
         self._stuck: GuardedScheduler | None = None  # a loop that did not stop when leadership ended
         self.epoch: int | None = None
         self.totals = EnqueueResult()
@@ -221,7 +222,7 @@ class SchedulingEngine:
 
     def _loop_silent_s(self) -> float | None:
         """How long the firing loop has been silent, when longer than the lease's term plus the grace."""
-        if not self._ready.is_set():
+        if not self._ready.is_set() and self._stopping is None:
             return None
         silent_s = self._monotonic() - self._beat
         return silent_s if silent_s > self._term.total_seconds() + self._grace_s else None
@@ -331,11 +332,13 @@ class SchedulingEngine:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is None:
             return
-        self._stuck = scheduler  # until it stops: health reports it meanwhile
-        if scheduler.stop_within(max(5.0, 2 * self._term.total_seconds())):
-            self._stuck = None
-        else:
-            log.error("the firing loop did not stop: it is stuck", extra={"replica_id": self.replica_id})
+        self._stopping = scheduler  # meanwhile health still reports a silent loop
+        try:
+            if not scheduler.stop_within(max(5.0, 2 * self._term.total_seconds())):
+                self._stuck = scheduler
+                log.error("the firing loop did not stop: it is stuck", extra={"replica_id": self.replica_id})
+        finally:
+            self._stopping = None
 
     # --- handing occurrences on --------------------------------------------------------------
 

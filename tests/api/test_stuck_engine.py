@@ -23,6 +23,7 @@ def leading(postgres_url: str) -> Iterator[Service]:
     settings = Settings(
         database_url=postgres_url,
         grpc_address="127.0.0.1:0",
+        metrics_address="",
         migrate_on_start=False,
         leader_retry_interval_s=0.05,
         leader_grace_s=0.5,  # silent for 2.5 s (term 2 s + grace) is stuck
