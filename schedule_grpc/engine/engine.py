@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schedule_grpc.clock import Clock
-from schedule_grpc.engine.lease import LeaseWatch, Silence
+from schedule_grpc.engine.lease import Campaign, LeaseWatch
 from schedule_grpc.engine.parts import BatchingJobStore, GuardedScheduler, OccurrenceBuffer, OccurrenceExecutor
 from schedule_grpc.engine.reconcile import Reconciler, ReconcileResult
 from schedule_grpc.firing import Occurrence
@@ -89,7 +89,9 @@ class SchedulingEngine:
         self._term = timedelta(seconds=2 * lease_interval_s)
         self._grace_s = grace_s
         self._monotonic = monotonic
-        self._watch = LeaseWatch(grace_s)
+        self._campaign = Campaign(
+            lock, lease, LeaseWatch(grace_s), monotonic, retry_s=retry_interval_s, stop=self._stop
+        )
         self._beat = monotonic()  # when the firing loop last began a pass (renewed the lease)
         self._deposed: str | None = None  # set by the loop when its epoch is no longer current
         self._stopping: GuardedScheduler | None = None  # a loop being stopped (leadership ended)
@@ -151,7 +153,7 @@ class SchedulingEngine:
                     reason: str | None = None
                     if not self._still_stuck():
                         try:
-                            reason = self._campaign()
+                            reason = self._campaign.attempt()
                             lock_error = None
                         except Exception as error:
                             if str(error) != lock_error:
@@ -181,44 +183,6 @@ class SchedulingEngine:
             if self.is_leader:
                 self._demote("shutting down")
             self._lock.release()
-
-    def _campaign(self) -> str | None:
-        """Why this replica may now lead (it holds the lock), or None.
-
-        The lock is taken when free. When it is held, the holder is replaced only if its lease has
-        been silent past its term and the grace, and the backend holding the lock is the one that
-        lease names (not a newer leader that has yet to write its own lease).
-        """
-        if self._lock.try_acquire():
-            return "the leader lock was free"
-        silence = self._watch.observe(self._lease.read(), self._monotonic())
-        if silence is None:
-            return None
-        self._watch.reset()
-        holder = self._lock.holder()
-        if holder is None or holder != silence.lease.backend_pid:
-            return None
-        return self._take_over(silence, holder)
-
-    def _take_over(self, silence: Silence, holder: int) -> str | None:
-        log.warning(
-            "the leader's lease was not renewed: terminating its lock connection",
-            extra={
-                "epoch": silence.lease.epoch,
-                "leader": silence.lease.replica_id,
-                "backend_pid": holder,
-                "silent_s": round(silence.silent_s, 1),
-            },
-        )
-        self._lock.terminate(holder)
-        deadline = time.monotonic() + max(2.0, 4 * self._retry_s)
-        while not self._stop.is_set():  # the backend exits within milliseconds, releasing the lock
-            if self._lock.try_acquire():
-                return silence.reason()
-            if time.monotonic() >= deadline:
-                return None
-            self._stop.wait(0.02)
-        return None
 
     def _loop_silent_s(self) -> float | None:
         """How long the firing loop has been silent, when longer than the lease's term plus the grace."""

@@ -98,7 +98,7 @@ def test_a_hung_leader_is_replaced_and_fires_nothing_when_it_wakes(db: Engine, m
 
         hang = Hang(monkeypatch, old)
         assert hang.entered.wait(5)  # the leader's firing loop is now stuck in a renewal
-        assert until(lambda: new.engine._watch._key is not None)  # the follower has seen the last renewal
+        assert until(lambda: new.engine._campaign.watching)  # the follower has seen the last renewal
         monotonic.advance(4.9)  # the lease's term (2 s) plus the grace (3 s) not yet passed: no takeover
         time.sleep(0.3)
         assert old.engine.is_leader and not new.engine.is_leader and len(_epochs(db)) == 1
