@@ -189,3 +189,34 @@ def test_a_live_leader_is_never_replaced_even_with_a_short_grace(db: Engine) -> 
     finally:
         for r in replicas:
             r.engine.stop()
+
+
+def test_a_follower_never_terminates_a_backend_the_stale_lease_does_not_hold_the_lock_with(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, monotonic = FakeClock(FUTURE), FakeMonotonic()
+    replicas = [make_replica(db, clock, f"r{i}", monotonic=monotonic) for i in range(2)]
+    for r in replicas:
+        r.engine.start()
+    hang: Hang | None = None
+    try:
+        assert until(lambda: sum(r.engine.is_leader for r in replicas) == 1)
+        (old,) = [r for r in replicas if r.engine.is_leader]
+        (new,) = [r for r in replicas if r is not old]
+        assert old.engine.wait_leader(5)
+        hang = Hang(monkeypatch, old)
+        assert hang.entered.wait(5)
+        with db.connect() as bystander:  # the lease names a backend that does not hold the lock
+            pid = bystander.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with db.begin() as conn:
+                conn.execute(text("UPDATE leader_lease SET backend_pid = :p"), {"p": pid})
+            assert until(lambda: new.engine._campaign.watching)
+            monotonic.advance(60)
+            time.sleep(0.5)
+            assert bystander.execute(text("SELECT 1")).scalar_one() == 1  # still connected
+        assert not new.engine.is_leader and len(_epochs(db)) == 1
+    finally:
+        if hang is not None:
+            hang.release()
+        for r in replicas:
+            r.engine.stop()
