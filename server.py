@@ -44,7 +44,7 @@ from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
 from schedule_grpc.store.dead_letters import DeadLetterStore
 from schedule_grpc.store.executions import ExecutionStore
-from schedule_grpc.store.leader import lock_for, record_epoch
+from schedule_grpc.store.leader import lease_for, lock_for
 from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
@@ -209,7 +209,8 @@ def build(
                 tasks=task_store,
                 occurrences=OccurrenceStore(engine),
                 lock=lock_for(engine),
-                record_epoch=partial(record_epoch, engine),
+                lease=lease_for(engine),
+                grace_s=settings.leader_grace_s,
                 clock=clock,
                 replica_id=replica_id,
                 reconcile_interval_s=settings.reconcile_interval_s,

@@ -133,6 +133,12 @@ class Settings:
     leader_retry_interval_s: float = _setting(
         0.5, _positive(float), "Seconds between leader-lock attempts (followers) and lock checks (leader)."
     )
+    leader_grace_s: float = _setting(
+        3.0,
+        _positive(float),
+        "Seconds past the leader's lease term (2 s, renewed every second by its firing loop) before a follower"
+        " replaces a silent leader.",
+    )
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
     executor_concurrency: int = _setting(4, _positive(int), "Executions this replica runs at once (worker processes).")

@@ -24,6 +24,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 
 from schedule_grpc.engine.trigger import CronTaskTrigger
 from schedule_grpc.firing import Occurrence
+from schedule_grpc.store.leader import LeadershipLost
 from schedule_grpc.store.schedule_jobs import replace_job_rows, write_job_rows
 
 log = logging.getLogger(__name__)
@@ -166,19 +167,34 @@ class BatchingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
 
 
 class GuardedScheduler(BackgroundScheduler):  # type: ignore[misc]
-    """A BackgroundScheduler whose loop survives errors and reports them.
+    """A BackgroundScheduler whose loop survives errors, reports them, and proves it is alive.
 
     APScheduler 3 lets an exception from a processing pass (a job store write on a lost database)
     end its thread silently; here the pass's error is reported and the pass retried shortly.
+
+    Before each pass the loop calls ``before_pass`` (the engine renews its lease there and checks
+    that its epoch is current); when it answers False the pass is skipped. The loop wakes at least
+    every ``max_wait_s`` even with nothing due, so the renewal is the loop's own heartbeat. A pass
+    that learns midway that leadership was lost (``LeadershipLost``) is abandoned: nothing of it is
+    written.
     """
 
     def __init__(
-        self, *, on_error: Callable[[BaseException], None], on_pass: Callable[[], None], retry_s: float, **options: Any
+        self,
+        *,
+        on_error: Callable[[BaseException], None],
+        on_pass: Callable[[], None],
+        retry_s: float,
+        before_pass: Callable[[GuardedScheduler], bool] | None = None,
+        max_wait_s: float | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self._on_error = on_error
         self._on_pass = on_pass
         self._retry_s = retry_s
+        self._before_pass = before_pass
+        self._max_wait_s = max_wait_s
         self._pass_error: BaseException | None = None
 
     def report_error(self, error: BaseException) -> None:
@@ -189,21 +205,50 @@ class GuardedScheduler(BackgroundScheduler):  # type: ignore[misc]
     def _process_jobs(self) -> float | None:
         self._pass_error = None
         try:
+            if self._before_pass is not None and not self._before_pass(self):
+                return self._max_wait_s if self._max_wait_s is not None else self._retry_s
             wait: float | None = super()._process_jobs()
+        except LeadershipLost:
+            self._abandon_pass()
+            return self._retry_s
         except Exception as error:
-            for store in self._jobstores.values():
-                if isinstance(store, BatchingJobStore):
-                    store.abandon_pass()
+            self._abandon_pass()
             self.report_error(error)
             return self._retry_s
         if self._pass_error is None:
             self._on_pass()
+        if self._max_wait_s is not None:
+            wait = self._max_wait_s if wait is None else min(wait, self._max_wait_s)
         return wait
+
+    def _abandon_pass(self) -> None:
+        for store in self._jobstores.values():
+            if isinstance(store, BatchingJobStore):
+                store.abandon_pass()
 
     @property
     def loop_alive(self) -> bool:
         thread = getattr(self, "_thread", None)
         return thread is not None and thread.is_alive()
+
+    def stop_within(self, timeout_s: float) -> bool:
+        """Shuts down without waiting for jobs; False when the loop is still running after ``timeout_s``.
+
+        A loop stuck inside a pass (or a call the pass made) would hold a plain ``shutdown`` forever;
+        here it is left behind, marked stopped, and the caller learns that it is stuck.
+        """
+        if not self.running:
+            return not self.loop_alive
+        stopper = threading.Thread(target=self._shutdown_quietly, name="scheduler-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        return not stopper.is_alive()
+
+    def _shutdown_quietly(self) -> None:
+        try:
+            self.shutdown(wait=False)
+        except Exception:  # pragma: no cover - a scheduler that cannot even stop
+            log.exception("stopping the scheduler failed")
 
     def batched(self) -> AbstractContextManager[None]:
         """Job writes of the block go to the job store together (see ``BatchingJobStore.batched``)."""

@@ -173,6 +173,21 @@ leader_epochs = Table(
     Column("epoch", Integer, primary_key=True, autoincrement=True),
     Column("replica_id", String(128), nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
+    Column("backend_pid", Integer),  # the lock connection's backend (migration 0008)
+    Column("reason", Text),  # why this epoch began: a free lock, or a takeover from a silent leader
+)
+
+# The current leader's lease (one row, name 'scheduler'), renewed by its firing loop (migration 0008).
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("replica_id", String(128), nullable=False),
+    Column("backend_pid", Integer),
+    Column("renewals", BigInteger, nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )
 
 # Every change of an execution's status, written by database triggers on task_executions and

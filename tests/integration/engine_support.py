@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -16,7 +15,7 @@ from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.models import OverlapPolicy, Task
 from schedule_grpc.service import TaskService
 from schedule_grpc.store.executions import ExecutionStore
-from schedule_grpc.store.leader import LeaderLock, lock_for, record_epoch
+from schedule_grpc.store.leader import LeaderLock, lease_for, lock_for
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
 from schedule_grpc.validation import NewTask
@@ -42,6 +41,8 @@ def make_replica(
     lock: LeaderLock | None = None,
     interval_s: float = 60.0,
     horizon_s: float = 2 * 86400,
+    monotonic: Callable[[], float] = time.monotonic,
+    grace_s: float = 3.0,
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
@@ -57,13 +58,15 @@ def make_replica(
         tasks=store,
         occurrences=OccurrenceStore(db),
         lock=lock or lock_for(db),
-        record_epoch=partial(record_epoch, db),
+        lease=lease_for(db),
         clock=clock,
         replica_id=name,
         reconcile_interval_s=interval_s,
         retry_interval_s=0.05,
         on_enqueued=lambda: wakeups.append(1),
         horizon_s=horizon_s,
+        monotonic=monotonic,
+        grace_s=grace_s,
     )
     scheduling.append(engine)
     service = TaskService(store, ExecutionStore(db), default_registry(), clock)
