@@ -34,6 +34,13 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+def _non_negative(value: str) -> float:
+    result = float(value)
+    if not result >= 0:
+        raise ValueError("must be 0 or more")
+    return result
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:
@@ -123,6 +130,17 @@ class Settings:
     grpc_max_workers: int = _setting(16, _positive(int), "Threads serving gRPC calls.")
     health_interval_s: float = _setting(2.0, _positive(float), "Seconds between database health checks.")
     shutdown_grace_s: float = _setting(10.0, _positive(float), "Seconds in-flight calls get on shutdown.")
+    shutdown_drain_s: float = _setting(
+        5.0,
+        _non_negative,
+        "Seconds health reports NOT_SERVING on SIGTERM before the listeners close (probes and load balancers see it).",
+    )
+    long_calls_max: int = _setting(
+        16, _positive(int), "RunTaskNow waits and WatchExecutions streams one replica serves at once (own threads)."
+    )
+    long_calls_per_caller: int = _setting(
+        4, _positive(int), "RunTaskNow waits and WatchExecutions streams one caller may hold at once on a replica."
+    )
     engine_enabled: bool = _setting(
         True, _bool, "Run the scheduling engine (fires tasks while this replica is the elected leader)."
     )
