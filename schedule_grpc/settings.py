@@ -236,7 +236,9 @@ class Settings:
     )
 
     metrics_address: str = _setting(
-        "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); off: not served."
+        "127.0.0.1:9464",
+        _address_or_off,
+        "Prometheus /metrics and the /status page (host:port; loopback unless told: unauthenticated); off: none.",
     )
     watch_poll_s: float = _setting(
         0.5, _positive(float), "Seconds between WatchExecutions reads when no notification arrives (SQLite polls)."
