@@ -229,8 +229,13 @@ class TaskService:
         """The next ``count`` fire instants strictly after ``start`` (default now)."""
         schedule = validation.schedule(expression, timezone)
         n = validation.limit(count, "count", default=DEFAULT_PREVIEW_COUNT, maximum=validation.MAX_PREVIEW)
-        instants = schedule.iter_after(start or self._clock.now())
-        return [next(instants) for _ in range(n)]
+        try:
+            instants = schedule.iter_after(start or self._clock.now())
+            return [next(instants) for _ in range(n)]
+        except (OverflowError, ValueError):  # past the year 9999, where datetime ends
+            raise InvalidArgument(
+                "start_time", f"the schedule has no {n} fire times between it and the end of year 9999"
+            ) from None
 
     # --- helpers ---------------------------------------------------------------------------
 

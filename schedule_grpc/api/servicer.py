@@ -118,7 +118,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def PreviewSchedule(
         self, request: pb.PreviewScheduleRequest, context: grpc.ServicerContext
     ) -> pb.PreviewScheduleResponse:
-        start = convert.from_timestamp(request.start_time) if request.HasField("start_time") else None
+        start = convert.from_timestamp(request.start_time, "start_time") if request.HasField("start_time") else None
         instants = self._tasks.preview(request.schedule, request.timezone, start, request.count)
         return pb.PreviewScheduleResponse(next_run_times=[convert.timestamp(t) for t in instants])
 
