@@ -49,7 +49,7 @@ from schedule_grpc.store.leader import lock_for, record_epoch
 from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
-from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.store.tasks import Quota, TaskStore
 
 log = logging.getLogger("schedule_grpc")
 
@@ -184,7 +184,10 @@ def build(
         on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
-    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
+    quota = Quota(settings.max_tasks_per_caller, settings.max_metadata_bytes_per_caller)
+    tasks = TaskService(
+        task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor, quota=quota
+    )
     operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
     limiter = RateLimiter(
         {
@@ -192,6 +195,12 @@ def build(
             "expensive": Rate(settings.expensive_rate_limit_per_s, settings.expensive_rate_limit_burst),
         },
         now=lambda: clock.now().timestamp(),
+        max_keys=settings.rate_limit_max_callers,
+    )
+    failures = RateLimiter(
+        {"auth": Rate(settings.auth_failure_per_s, settings.auth_failure_burst)},
+        now=time.monotonic,
+        max_keys=settings.rate_limit_max_callers,
     )
     long_calls = LongCalls(per_replica=settings.long_calls_max, per_caller=settings.long_calls_per_caller)
     server, port, health_servicer = create_server(
@@ -202,7 +211,7 @@ def build(
         watch=observability.watch,
         long_calls=long_calls,
         # metrics outermost: they count the calls the guard refuses too
-        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter)],
+        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter, failures)],
         credentials=security.server_credentials,
     )
     observability.serve_http(tasks)

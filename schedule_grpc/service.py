@@ -20,7 +20,7 @@ from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
-from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.store.tasks import Quota, TaskStore
 
 if TYPE_CHECKING:
     from schedule_grpc.executor import Executor
@@ -53,7 +53,9 @@ class TaskService:
         *,
         queue: QueueStore | None = None,
         executor: Executor | None = None,
+        quota: Quota | None = None,
     ) -> None:
+        self._quota = quota
         self._tasks = tasks
         self._executions = executions
         self._handlers = handlers
@@ -92,7 +94,7 @@ class TaskService:
             owner=caller.owner_name(),
             history_retention=validation.history_retention(new.history_retention),
         )
-        return self._tasks.insert(task)
+        return self._tasks.insert(task, self._quota)
 
     def get(self, name: str) -> Task:
         return self._current(self._find(name))

@@ -202,6 +202,21 @@ class Settings:
         0.5, _positive(float), "Expensive calls (RunTaskNow, InitializeDefaultTasks, ...) per second per caller."
     )
     expensive_rate_limit_burst: int = _setting(5, _positive(int), "Expensive calls a caller may make at once.")
+    rate_limit_max_callers: int = _setting(
+        10000,
+        _positive(int),
+        "Rate-limit buckets kept per replica (least recently used dropped first: bounded memory).",
+    )
+    auth_failure_per_s: float = _setting(
+        1.0, _positive(float), "Failed authentications per second one peer address may make, after its burst."
+    )
+    auth_failure_burst: int = _setting(
+        10, _positive(int), "Failed authentications a peer address may make at once before it is refused for a while."
+    )
+    max_tasks_per_caller: int = _setting(10000, _positive(int), "Tasks one caller may own (open mode: in all).")
+    max_metadata_bytes_per_caller: int = _setting(
+        67108864, _positive(int), "Bytes of task metadata (serialised JSON) one caller's tasks may hold together."
+    )
 
     # --- the built-in handlers (schedule_grpc/handlers/) ---
     platform_database_url: str = _setting(

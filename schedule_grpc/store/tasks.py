@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from schedule_grpc.errors import AlreadyExists
+from schedule_grpc.errors import AlreadyExists, ResourceExhausted
 from schedule_grpc.models import OverlapPolicy, RetryPolicy, Task
 from schedule_grpc.store.db import autocommit, is_unique_violation, translate_errors
 from schedule_grpc.store.tables import scheduled_tasks as t
@@ -80,6 +96,35 @@ def _from_row(row: RowMapping) -> Task:
 
 
 # Built once, so SQLAlchemy's compiled-statement cache serves every insert.
+@dataclass(frozen=True)
+class Quota:
+    """What one owner's tasks may hold together (open mode: every task, owner NULL)."""
+
+    max_tasks: int
+    max_metadata_bytes: int
+
+    def check(self, conn: Connection, owner: str | None, new_bytes: int) -> None:
+        """ResourceExhausted when one more task of ``new_bytes`` metadata would pass a bound.
+
+        Checked in the inserting transaction: concurrent registrations of one owner may pass it by a few.
+        """
+        mine = t.c.owner == owner if owner is not None else t.c.owner.is_(None)
+        size = func.coalesce(func.sum(func.length(cast(t.c.metadata, Text))), 0)
+        count, used = conn.execute(select(func.count(), size).where(mine)).one()
+        who = f"caller {owner!r}" if owner is not None else "the service (open mode)"
+        if count + 1 > self.max_tasks:
+            raise ResourceExhausted(
+                f"{who} owns {count} tasks, the most allowed (SCHEDULE_MAX_TASKS_PER_CALLER); unregister some first",
+                retry_after_s=60.0,
+            )
+        if used + new_bytes > self.max_metadata_bytes:
+            raise ResourceExhausted(
+                f"{who}'s tasks hold {used} bytes of metadata; {new_bytes} more would pass the "
+                f"{self.max_metadata_bytes} allowed (SCHEDULE_MAX_METADATA_BYTES_PER_CALLER)",
+                retry_after_s=60.0,
+            )
+
+
 _INSERT = insert(t).values({c.name: bindparam(c.name) for c in t.c})
 # On Postgres the NOTIFY rides on the INSERT: one round trip.
 _INSERT_AND_NOTIFY = select(func.pg_notify(CHANGES_CHANNEL, _INSERT.returning(t.c.name).cte("inserted").c.name))
@@ -103,11 +148,14 @@ class TaskStore:
         if self._notify:
             conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANGES_CHANNEL, "p": name})
 
-    def insert(self, task: Task) -> Task:
-        """Stores a new task; AlreadyExists when the name is taken."""
+    def insert(self, task: Task, quota: Quota | None = None) -> Task:
+        """Stores a new task; AlreadyExists when the name is taken, ResourceExhausted past the owner's quota."""
+        row = _to_row(task)
         try:
             with translate_errors(), self._engine.begin() as conn:
-                conn.execute(_INSERT_AND_NOTIFY if self._notify else _INSERT, _to_row(task))
+                if quota is not None:
+                    quota.check(conn, task.owner, len(json.dumps(row["metadata"], separators=(",", ":")).encode()))
+                conn.execute(_INSERT_AND_NOTIFY if self._notify else _INSERT, row)
         except IntegrityError as error:
             if is_unique_violation(error):
                 raise AlreadyExists(f"task {task.name!r} already exists", reason="TASK_EXISTS") from error
