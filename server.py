@@ -233,6 +233,7 @@ def build(
                 clock=clock,
                 replica_id=replica_id,
                 reconcile_interval_s=settings.reconcile_interval_s,
+                max_catchup_rows=settings.max_catchup_rows_per_pass,
                 retry_interval_s=settings.leader_retry_interval_s,
                 on_enqueued=enqueued,
             )

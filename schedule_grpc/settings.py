@@ -148,6 +148,9 @@ class Settings:
     reconcile_interval_s: float = _setting(
         60.0, _positive(float), "Seconds between full reconciliations of the tasks into the scheduler (leader)."
     )
+    max_catchup_rows_per_pass: int = _setting(
+        20000, _positive(int), "Catch-up rows (pending and missed) one reconciliation writes, all tasks together."
+    )
     leader_retry_interval_s: float = _setting(
         0.5, _positive(float), "Seconds between leader-lock attempts (followers) and lock checks (leader)."
     )

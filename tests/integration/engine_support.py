@@ -42,6 +42,7 @@ def make_replica(
     lock: LeaderLock | None = None,
     interval_s: float = 60.0,
     horizon_s: float = 2 * 86400,
+    max_catchup_rows: int = 20_000,
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
@@ -64,6 +65,7 @@ def make_replica(
         retry_interval_s=0.05,
         on_enqueued=lambda: wakeups.append(1),
         horizon_s=horizon_s,
+        max_catchup_rows=max_catchup_rows,
     )
     scheduling.append(engine)
     service = TaskService(store, ExecutionStore(db), default_registry(), clock)
