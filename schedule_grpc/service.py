@@ -119,9 +119,11 @@ class TaskService:
         return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
 
     def unregister(self, name: str) -> None:
-        self._owned(name)
+        task = self._owned(name)
         if not self._tasks.delete(name):
             raise _not_found(name)
+        if self._quota is not None:
+            self._quota.forget(task.owner)
 
     def initialize_defaults(self) -> Sequence[Task]:
         """Installs the seed's default tasks that are missing; a task of that name already there is kept

@@ -225,3 +225,39 @@ def _health_handlers(
         ),
     }
     return {f"/{HEALTH_SERVICE}/{name}": _route(handler, pool) for name, handler in handlers.items()}
+
+
+class CachedChain(ServerInterceptor):
+    """Runs ``interceptors`` in order (the first outermost), building each method's handler once.
+
+    grpc calls every interceptor on every call, and each wraps the handler anew: four interceptors meant
+    four handler objects and their closures per call. The wrapped handler depends on the method only
+    (what a call carries is read inside it, from its context), so it is kept per method. A lookup of an
+    unknown method is not kept: callers cannot grow the table.
+    """
+
+    MAX_METHODS = 1024
+
+    def __init__(self, interceptors: list[ServerInterceptor]) -> None:
+        self._interceptors = interceptors
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._handlers.get(details.method)
+        if handler is not None:
+            return handler
+        chain = self._interceptors
+
+        def run(index: int, call: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+            if index == len(chain):
+                return continuation(call)
+            return chain[index].intercept_service(lambda inner: run(index + 1, inner), call)
+
+        handler = run(0, details)
+        if handler is not None and len(self._handlers) < self.MAX_METHODS:
+            self._handlers[details.method] = handler
+        return handler

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api.capacity import CapacityRouter, HealthService, LongCalls
+from schedule_grpc.api.capacity import CachedChain, CapacityRouter, HealthService, LongCalls
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
@@ -42,7 +42,7 @@ def create_server(
     router = CapacityRouter(health_servicer, long_calls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[router, *interceptors, ErrorInterceptor()],
+        interceptors=[CachedChain([router, *interceptors, ErrorInterceptor()])],
         options=[("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch, long_calls), server)
