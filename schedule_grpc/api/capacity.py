@@ -4,8 +4,9 @@ The synchronous gRPC server runs every call on one thread pool by default. A cal
 until its execution ends, WatchExecutions for as long as the caller reads) holds its thread, so a few such
 calls used to take every thread and the health Check, then every other caller, timed out. Here:
 
-- health (``Check``, ``List``, ``Watch``) and reflection run on a small pool of their own; ``Watch`` holds
-  no thread at all (it sends from the status change), so no number of watchers can take that pool;
+- health (``Check``, ``List``, ``Watch``) runs on a small pool of its own; ``Watch`` holds no thread at all
+  (it sends from the status change), so no number of watchers can take that pool; reflection (a stream a
+  client may keep open) has another;
 - long calls run on a pool of their own, sized to their caps, behind an admission gate that refuses a
   caller over its own cap or a replica at its cap with RESOURCE_EXHAUSTED at once;
 - every other call runs on the default pool (``SCHEDULE_GRPC_MAX_WORKERS``), which long calls never use.
@@ -33,6 +34,7 @@ REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.refl
 # Methods that wait for something other than the database: each holds a long-call slot while it lasts.
 LONG_METHODS = frozenset({"/schedule.v1.ScheduleService/RunTaskNow", "/schedule.v1.ScheduleService/WatchExecutions"})
 PROBE_THREADS = 4
+REFLECTION_THREADS = 2
 # Threads beyond the long calls' cap: a call refused by the gate is answered by one of these at once.
 REFUSAL_THREADS = 2
 # The caller name long calls are counted under when the service runs open (no credentials).
@@ -154,6 +156,9 @@ class CapacityRouter(ServerInterceptor):
 
     def __init__(self, health_servicer: HealthService, long_calls: LongCalls) -> None:
         self.probe_pool = futures.ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="grpc-probe")
+        self.reflection_pool = futures.ThreadPoolExecutor(
+            max_workers=REFLECTION_THREADS, thread_name_prefix="grpc-reflection"
+        )
         self.long_pool = futures.ThreadPoolExecutor(
             max_workers=long_calls.per_replica + REFUSAL_THREADS, thread_name_prefix="grpc-long"
         )
@@ -174,11 +179,12 @@ class CapacityRouter(ServerInterceptor):
         if method in LONG_METHODS:
             return _route(handler, self.long_pool)
         if method.startswith(REFLECTION_PREFIXES):
-            return _route(handler, self.probe_pool)
+            return _route(handler, self.reflection_pool)
         return handler
 
     def shutdown(self) -> None:
         self.probe_pool.shutdown(wait=False, cancel_futures=True)
+        self.reflection_pool.shutdown(wait=False, cancel_futures=True)
         self.long_pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -3,6 +3,7 @@ their own bounded threads, per caller and per replica, and give them back when t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -157,3 +158,31 @@ def test_health_lists_its_services_and_watch_sends_only_changes(service: Service
     with pytest.raises(grpc.RpcError) as caught:
         next(watch)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_open_reflection_streams_do_not_take_the_probes_threads(service: Service, channel: grpc.Channel) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    done = threading.Event()
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        done.wait(10)  # the client keeps its stream open
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    streams = [reflection.ServerReflectionInfo(requests(), metadata=ALPHA, timeout=20) for _ in range(6)]
+    try:
+        first = next(iter(streams[0]))
+        assert "grpc.health.v1.Health" in {s.name for s in first.list_services_response.service}
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(5):
+            started = time.monotonic()
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+            assert time.monotonic() - started < 0.1
+    finally:
+        done.set()
+        for stream in streams:
+            stream.cancel()
