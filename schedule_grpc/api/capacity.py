@@ -37,7 +37,7 @@ PROBE_THREADS = 4
 REFLECTION_THREADS = 2
 # Threads beyond the long calls' cap: a call refused by the gate is answered by one of these at once.
 REFUSAL_THREADS = 2
-# The caller name long calls are counted under when the service runs open (no credentials).
+# The caller name long calls are counted under when the service runs open and the address is unknown.
 ANONYMOUS = "(anonymous)"
 
 
@@ -112,10 +112,13 @@ class LongCalls:
         self._total = 0
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """A slot for the current caller for the length of the block; ResourceExhausted when there is none."""
+    def hold(self, peer: str = ANONYMOUS) -> Iterator[None]:
+        """A slot for the current caller for the length of the block; ResourceExhausted when there is none.
+
+        Running open (no credentials), callers are told apart by ``peer``, their address.
+        """
         current = callers.current()
-        name = current.name if current else ANONYMOUS
+        name = current.name if current else peer
         with self._lock:
             held = self._by_caller.get(name, 0)
             if held >= self.per_caller:

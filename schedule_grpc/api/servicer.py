@@ -10,6 +10,7 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api import convert, convert_history
 from schedule_grpc.api.capacity import LongCalls
+from schedule_grpc.api.guard import peer_address
 from schedule_grpc.errors import Unavailable, Unimplemented
 from schedule_grpc.models import ExecutionStatus
 from schedule_grpc.queue_service import QueueService
@@ -65,7 +66,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in page.items], next_page_token=page.next_token)
 
     def RunTaskNow(self, request: pb.RunTaskNowRequest, context: grpc.ServicerContext) -> pb.RunTaskNowResponse:
-        with self._long_calls.hold():
+        with self._long_calls.hold(_peer(context)):
             # is_active: a client that cancels or goes away frees this thread within one wait step
             execution = self._tasks.run_now(request.name, wait_s=context.time_remaining(), is_active=context.is_active)
         success = execution.status is ExecutionStatus.SUCCESS
@@ -161,10 +162,16 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         if self._watch is None:
             raise Unimplemented("WatchExecutions is not served by this server", reason="WATCH_UNAVAILABLE")
         watch = self._watch
-        with self._long_calls.hold():
+        with self._long_calls.hold(_peer(context)):
             context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
             for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
                 event = convert_history.event_to_pb(item.event) if item.event else None
                 yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)
         if watch.stopping:  # the server is going away: UNAVAILABLE tells the client to reconnect, from its cursor
             raise Unavailable("server shutting down; reconnect with your last cursor", reason="SHUTTING_DOWN")
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    """The caller's address (for limits per caller when the service runs open)."""
+    metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    return peer_address(context.peer(), metadata)

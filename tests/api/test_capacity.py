@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -79,6 +80,8 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
     health = health_pb2_grpc.HealthStub(channel)
     _hanging_task(stub, hanging)
     _hanging_task(stub, hanging, "beta-hangs", BETA)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}")
+    assert http.get("/api/health").status_code == 200  # connections made before the load
     streams = [stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=ALPHA) for _ in range(STREAMS)]
     for stream in streams:
         next(iter(stream))  # each stream is open and holding its thread
@@ -107,6 +110,9 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         checking = time.monotonic() - started
         assert status == health_pb2.HealthCheckResponse.SERVING
         assert listing < 0.1 and checking < 0.1, (listing, checking)
+        started = time.monotonic()
+        answer = http.get("/api/health", timeout=1)
+        assert answer.status_code == 200 and time.monotonic() - started < 0.1  # the HTTP probe too
     # another caller still gets a long call of its own: WatchExecutions is full, but RunTaskNow is not
     other = stub.RunTaskNow.future(pb.RunTaskNowRequest(name="beta-hangs"), metadata=BETA, timeout=30)
     _wait_for(lambda: service.long_calls is not None and service.long_calls.held == PER_CALLER + 1)
@@ -114,6 +120,7 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         next(iter(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=BETA, timeout=5)))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    http.close()
     for call in [*streams, *runs, other]:
         call.cancel()  # type: ignore[no-untyped-call]
     _wait_for(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=2)

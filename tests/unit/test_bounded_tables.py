@@ -5,8 +5,12 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
+
+from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
 from schedule_grpc.api.limits import Rate, RateLimiter
+from schedule_grpc.errors import ResourceExhausted
 
 
 class Ticks:
@@ -67,3 +71,15 @@ def test_peer_addresses_drop_the_port_and_trust_a_forwarded_client_only_from_loo
     assert peer_address("ipv6:[2001:db8::1]:443", {}) == "2001:db8::1"
     assert peer_address("ipv4:127.0.0.1:40000", {"x-schedule-client-address": "192.0.2.9"}) == "192.0.2.9"
     assert peer_address("ipv4:10.0.0.7:51234", {"x-schedule-client-address": "192.0.2.9"}) == "10.0.0.7"
+
+
+def test_long_calls_are_bounded_per_caller_and_per_replica_and_forget_idle_callers() -> None:
+    calls = LongCalls(per_replica=3, per_caller=2)
+    with calls.hold("10.0.0.1"), calls.hold("10.0.0.1"):
+        with pytest.raises(ResourceExhausted, match="already holds 2"), calls.hold("10.0.0.1"):
+            pass
+        with calls.hold("10.0.0.2"):
+            with pytest.raises(ResourceExhausted, match="this replica serves 3"), calls.hold("10.0.0.3"):
+                pass
+            assert calls.held == 3
+    assert calls.held == 0 and not calls._by_caller  # an idle caller costs nothing
