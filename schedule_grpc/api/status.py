@@ -132,10 +132,8 @@ class Undecodable:
         self.field = field
 
     def error(self) -> errors.InvalidArgument:
-        return errors.InvalidArgument(
-            self.field,
-            f"cannot be decoded ({self.reason}); metadata may nest at most 20 levels",
-        )
+        hint = "; metadata may nest at most 20 levels" if self.field == "metadata" else ""
+        return errors.InvalidArgument(self.field, f"cannot be decoded ({self.reason}){hint}")
 
 
 # The request field that can nest (a Struct), by method; other requests are named as a whole.
