@@ -32,8 +32,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="wheel-smoke-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return smoke(args.keep)
+    with tempfile.TemporaryDirectory(prefix="wheel-smoke-") as work:
+        return smoke(Path(work))
+
+
+def smoke(work: Path) -> int:
     dist, venv, home = work / "dist", work / "venv", work / "home"
     home.mkdir(exist_ok=True)
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, ROOT)
