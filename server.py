@@ -11,18 +11,19 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import grpc
-from grpc_health.v1 import health
 from sqlalchemy import Engine
 
 from schedule_grpc import logs, retention
 from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
 from schedule_grpc.api.auth import Security
+from schedule_grpc.api.capacity import HealthService, LongCalls
 from schedule_grpc.api.guard import CallGuard
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.http.app import schedule_app
@@ -48,7 +49,7 @@ from schedule_grpc.store.leader import lease_for, lock_for
 from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
-from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.store.tasks import Quota, TaskStore
 
 log = logging.getLogger("schedule_grpc")
 
@@ -61,7 +62,7 @@ class Service:
     engine: Engine
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: HealthService
     monitor: HealthMonitor
     executor: Executor | None = None
     alerts: Alerts | None = None
@@ -72,6 +73,7 @@ class Service:
     observability: Observability | None = None
     health_server: grpc.Server | None = None
     health_port: int | None = None
+    long_calls: LongCalls | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -104,10 +106,17 @@ class Service:
             },
         )
 
-    def stop(self) -> None:
-        """Probes see NOT_SERVING first, then the HTTP shim and the gRPC calls drain, then the scheduling
-        engine and the executor stop, then the database closes."""
+    def stop(self, *, drain_s: float = 0.0) -> None:
+        """Probes see NOT_SERVING at once and for the drain delay (load balancers and the kubelet take the
+        replica out while it still answers), then streams end with UNAVAILABLE (clients reconnect elsewhere),
+        the HTTP shim and the gRPC calls drain, the scheduling engine and the executor stop, the database closes.
+        The process passes SCHEDULE_SHUTDOWN_DRAIN_S on SIGTERM; embedders and tests stop at once by default.
+        """
         self.monitor.stop()
+        if drain_s > 0:
+            log.info("draining: health reports NOT_SERVING", extra={"drain_s": drain_s})
+            time.sleep(drain_s)
+        self.health.end_watches()
         if self.observability is not None:
             self.observability.end_streams()  # watchers would otherwise hold the grace period
         if self.http:
@@ -175,7 +184,10 @@ def build(
         on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
-    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
+    quota = Quota(settings.max_tasks_per_caller, settings.max_metadata_bytes_per_caller)
+    tasks = TaskService(
+        task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor, quota=quota
+    )
     operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
     limiter = RateLimiter(
         {
@@ -183,15 +195,23 @@ def build(
             "expensive": Rate(settings.expensive_rate_limit_per_s, settings.expensive_rate_limit_burst),
         },
         now=lambda: clock.now().timestamp(),
+        max_keys=settings.rate_limit_max_callers,
     )
+    failures = RateLimiter(
+        {"auth": Rate(settings.auth_failure_per_s, settings.auth_failure_burst)},
+        now=time.monotonic,
+        max_keys=settings.rate_limit_max_callers,
+    )
+    long_calls = LongCalls(per_replica=settings.long_calls_max, per_caller=settings.long_calls_per_caller)
     server, port, health_servicer = create_server(
         tasks,
         settings.grpc_address,
         max_workers=settings.grpc_max_workers,
         queue=operations,
         watch=observability.watch,
+        long_calls=long_calls,
         # metrics outermost: they count the calls the guard refuses too
-        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter)],
+        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter, failures)],
         credentials=security.server_credentials,
     )
     observability.serve_http(tasks)
@@ -214,6 +234,7 @@ def build(
                 clock=clock,
                 replica_id=replica_id,
                 reconcile_interval_s=settings.reconcile_interval_s,
+                max_catchup_rows=settings.max_catchup_rows_per_pass,
                 retry_interval_s=settings.leader_retry_interval_s,
                 on_enqueued=enqueued,
             )
@@ -233,6 +254,7 @@ def build(
         scheduling[0] if scheduling else None,
         tasks=tasks,
         observability=observability,
+        long_calls=long_calls,
     )
     if settings.health_address:
         service.health_server, service.health_port = create_health_server(health_servicer, settings.health_address)
@@ -289,8 +311,8 @@ def main() -> int:
             log.exception("could not install the built-in retention task")
     service.start()
     stop.wait()  # SIGTERM / SIGINT
-    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-    service.stop()
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s, "drain_s": settings.shutdown_drain_s})
+    service.stop(drain_s=settings.shutdown_drain_s)
     return 0
 
 

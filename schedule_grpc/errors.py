@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+# What an error may echo back: gRPC clients refuse trailers over 8 KB (status message + details), so a
+# caller's 5,000-character value must not come back whole.
+MAX_MESSAGE_CHARS = 1024
+MAX_DESCRIPTION_CHARS = 300
+
+
+def excerpt(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class ScheduleError(Exception):
     """Base of every error a caller is meant to see.
@@ -12,6 +24,7 @@ class ScheduleError(Exception):
     reason = "SCHEDULE_ERROR"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
+        message = excerpt(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         if reason is not None:
@@ -24,6 +37,7 @@ class InvalidArgument(ScheduleError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, description: str) -> None:
+        field, description = excerpt(field, 200), excerpt(description, MAX_DESCRIPTION_CHARS)
         super().__init__(f"{field}: {description}")
         self.field = field
         self.description = description

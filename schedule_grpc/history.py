@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from schedule_grpc import tokens
 from schedule_grpc.errors import InvalidArgument
@@ -59,6 +59,9 @@ def decode_key(token: str, listing: str) -> HistoryKey | None:
         return None
     created_at, _, execution_id = raw.partition("|")
     try:
-        return HistoryKey(datetime.fromisoformat(created_at), execution_id)
-    except ValueError:
+        instant = datetime.fromisoformat(created_at)
+        if instant.tzinfo is None or instant.utcoffset() is None:
+            raise ValueError("naive")
+        return HistoryKey(instant.astimezone(UTC), execution_id)
+    except (ValueError, OverflowError):
         raise InvalidArgument("page_token", "is not a token returned by this listing") from None

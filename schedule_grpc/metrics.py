@@ -16,11 +16,12 @@ Three sources, chosen so that summing a counter over replicas counts each thing 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,6 +37,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _OUTCOME = {EventKind.SUCCEEDED: "success", EventKind.FAILED: "failed", EventKind.CANCELLED: "cancelled"}
+_TASK_LABELLED = frozenset({*_OUTCOME, EventKind.MISSED, EventKind.SKIPPED, EventKind.DEAD_LETTERED})
 READ_BATCH = 1000
 
 
@@ -47,10 +49,12 @@ class Metrics:
         self.executions = Counter(
             "schedule_executions", "Finished executions by task and outcome.", ["task", "outcome"], registry=r
         )
+        # Histograms carry no task label: 18 buckets per task would make the series grow with the tasks.
+        # Per-task run times are in GetTaskHistory and the status page.
         self.execution_duration = Histogram(
             "schedule_execution_duration_seconds",
-            "Run time of finished executions.",
-            ["task"],
+            "Run time of finished executions, by outcome.",
+            ["outcome"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -76,7 +80,7 @@ class Metrics:
             "schedule_dead_lettered_executions", "Executions moved to the dead-letter queue.", ["task"], registry=r
         )
         self.event_counter_active = Gauge(
-            "schedule_metrics_event_counter_active",
+            "schedule_metrics_event_reader_active",
             "1 on the one replica that counts execution events (the schedule_executions_* families).",
             registry=r,
         )
@@ -96,14 +100,39 @@ class Metrics:
             buckets=RPC_BUCKETS,
             registry=r,
         )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        self._tasks: set[str] = set()  # the task label values in use, so a deleted task's series can go
+        self._tasks_lock = threading.Lock()
+
+    def forget_deleted_tasks(self, existing: Callable[[set[str]], set[str]]) -> int:
+        """Removes the series of tasks that no longer exist (``existing`` says which of a set do); their count."""
+        with self._tasks_lock:
+            labelled = set(self._tasks)
+        if not labelled:
+            return 0
+        gone = labelled - existing(labelled)
+        for task in gone:
+            for outcome in _OUTCOME.values():
+                with contextlib.suppress(KeyError):
+                    self.executions.remove(task, outcome)
+            for family in (self.missed, self.skipped, self.dead_lettered):
+                with contextlib.suppress(KeyError):
+                    family.remove(task)
+        with self._tasks_lock:
+            self._tasks -= gone
+        return len(gone)
 
     def observe(self, event: ExecutionEvent) -> None:
         """Counts one execution event."""
         task = event.task_name
+        if event.kind in _TASK_LABELLED:
+            with self._tasks_lock:
+                self._tasks.add(task)
         if event.kind in _OUTCOME:
-            self.executions.labels(task, _OUTCOME[event.kind]).inc()
+            outcome = _OUTCOME[event.kind]
+            self.executions.labels(task, outcome).inc()
             if event.duration_ms is not None and event.kind is not EventKind.CANCELLED:
-                self.execution_duration.labels(task).observe(max(event.duration_ms, 0) / 1000)
+                self.execution_duration.labels(outcome).observe(max(event.duration_ms, 0) / 1000)
         elif event.kind is EventKind.STARTED:
             if event.trigger is Trigger.SCHEDULE and event.started_at and event.scheduled_for:
                 self.fire_lateness.observe(max((event.started_at - event.scheduled_for).total_seconds(), 0.0))
@@ -120,10 +149,17 @@ class Metrics:
 class EventCounter:
     """Feeds execution events into Metrics while this replica is the elected counter."""
 
-    def __init__(self, store: EventStore, metrics: Metrics, is_counter: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        metrics: Metrics,
+        is_counter: Callable[[], bool],
+        existing_tasks: Callable[[set[str]], set[str]] | None = None,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._is_counter = is_counter
+        self._existing_tasks = existing_tasks
         self._position: Position | None = None
         self._lock = threading.Lock()
 
@@ -144,6 +180,8 @@ class EventCounter:
                 for event in events:
                     self._metrics.observe(event)
                 self._position = head if len(events) < READ_BATCH else events[-1].position
+            if self._existing_tasks is not None:
+                self._metrics.forget_deleted_tasks(self._existing_tasks)
 
 
 class DatabaseCollector(Collector):

@@ -46,7 +46,9 @@ class Observability:
             if self.events.notifies
             else None
         )
-        self.counter = EventCounter(self.events, self.metrics, lambda: self.counter_active)
+        self.counter = EventCounter(
+            self.events, self.metrics, lambda: self.counter_active, existing_tasks=self.observations.existing_tasks
+        )
         self.watch = WatchService(
             self.events,
             self.feed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
-from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.store.tasks import Quota, TaskStore
 
 if TYPE_CHECKING:
     from schedule_grpc.executor import Executor
@@ -37,6 +37,8 @@ DEFAULT_PREVIEW_COUNT = 5
 RUN_NOW_SLACK = timedelta(seconds=30)
 # RunTaskNow answers this much before the caller's deadline, so the caller reads our message.
 DEADLINE_MARGIN_S = 0.1
+# RunTaskNow looks at its caller this often while it waits: a cancelled call frees its thread within a step.
+RUN_NOW_STEP_S = 0.1
 
 
 class TaskService:
@@ -51,7 +53,9 @@ class TaskService:
         *,
         queue: QueueStore | None = None,
         executor: Executor | None = None,
+        quota: Quota | None = None,
     ) -> None:
+        self._quota = quota
         self._tasks = tasks
         self._executions = executions
         self._handlers = handlers
@@ -90,7 +94,7 @@ class TaskService:
             owner=caller.owner_name(),
             history_retention=validation.history_retention(new.history_retention),
         )
-        return self._tasks.insert(task)
+        return self._tasks.insert(task, self._quota)
 
     def get(self, name: str) -> Task:
         return self._current(self._find(name))
@@ -115,9 +119,11 @@ class TaskService:
         return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
 
     def unregister(self, name: str) -> None:
-        self._owned(name)
+        task = self._owned(name)
         if not self._tasks.delete(name):
             raise _not_found(name)
+        if self._quota is not None:
+            self._quota.forget(task.owner)
 
     def initialize_defaults(self) -> Sequence[Task]:
         """Installs the seed's default tasks that are missing; a task of that name already there is kept
@@ -135,17 +141,20 @@ class TaskService:
 
     # --- executions ------------------------------------------------------------------------
 
-    def run_now(self, name: str, *, wait_s: float | None = None) -> Execution:
+    def run_now(
+        self, name: str, *, wait_s: float | None = None, is_active: Callable[[], bool] | None = None
+    ) -> Execution:
         """Queues a manual execution and waits for its outcome, for ``wait_s`` at most (the call's deadline).
 
-        DeadlineExceeded when it has not finished by then; it keeps going and shows in the history.
+        DeadlineExceeded when it has not finished by then, or as soon as ``is_active`` turns false (the caller
+        cancelled or went away); it keeps going and shows in the history.
         Without an executor (the use cases alone) the handler runs in this thread.
         """
         task = self._owned(name)
         handler = self._handler(task.handler, field="handler")
         now = self._clock.now()
         if self._queue is not None and self._executor is not None:
-            return self._run_queued(task, now, wait_s)
+            return self._run_queued(task, now, wait_s, is_active or (lambda: True))
         execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
         self._tasks.set_last_run(task.id, now)
         context = HandlerContext(
@@ -165,7 +174,7 @@ class TaskService:
             return dataclasses.replace(execution, status=outcome.status, error=outcome.error)
         return finished
 
-    def _run_queued(self, task: Task, now: datetime, wait_s: float | None) -> Execution:
+    def _run_queued(self, task: Task, now: datetime, wait_s: float | None, is_active: Callable[[], bool]) -> Execution:
         assert self._queue is not None and self._executor is not None
         execution = self._queue.enqueue(_manual(task, now, ExecutionStatus.PENDING))
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
@@ -182,14 +191,14 @@ class TaskService:
             if current.status.finished:
                 return current
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not is_active():
                 raise DeadlineExceeded(
                     f"execution {execution.id} of task {task.name!r} is still {current.status.value} at the "
                     "call's deadline; it keeps going and its outcome will show in the task's history",
                     reason="EXECUTION_NOT_FINISHED",
                 )
             # Woken when this replica records an execution; polls for one recorded by another replica.
-            self._executor.wait_finished(execution.id, min(left, 0.2))
+            self._executor.wait_finished(execution.id, min(left, RUN_NOW_STEP_S))
 
     def history(
         self, name: str, *, limit: int, page_token: str, selector: HistoryFilter | None = None
@@ -224,8 +233,13 @@ class TaskService:
         """The next ``count`` fire instants strictly after ``start`` (default now)."""
         schedule = validation.schedule(expression, timezone)
         n = validation.limit(count, "count", default=DEFAULT_PREVIEW_COUNT, maximum=validation.MAX_PREVIEW)
-        instants = schedule.iter_after(start or self._clock.now())
-        return [next(instants) for _ in range(n)]
+        try:
+            instants = schedule.iter_after(start or self._clock.now())
+            return [next(instants) for _ in range(n)]
+        except (OverflowError, ValueError):  # past the year 9999, where datetime ends
+            raise InvalidArgument(
+                "start_time", f"the schedule has no {n} fire times between it and the end of year 9999"
+            ) from None
 
     # --- helpers ---------------------------------------------------------------------------
 

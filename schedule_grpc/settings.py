@@ -34,6 +34,13 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+def _non_negative(value: str) -> float:
+    result = float(value)
+    if not result >= 0:
+        raise ValueError("must be 0 or more")
+    return result
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:
@@ -123,12 +130,26 @@ class Settings:
     grpc_max_workers: int = _setting(16, _positive(int), "Threads serving gRPC calls.")
     health_interval_s: float = _setting(2.0, _positive(float), "Seconds between database health checks.")
     shutdown_grace_s: float = _setting(10.0, _positive(float), "Seconds in-flight calls get on shutdown.")
+    shutdown_drain_s: float = _setting(
+        5.0,
+        _non_negative,
+        "Seconds health reports NOT_SERVING on SIGTERM before the listeners close (probes and load balancers see it).",
+    )
+    long_calls_max: int = _setting(
+        16, _positive(int), "RunTaskNow waits and WatchExecutions streams one replica serves at once (own threads)."
+    )
+    long_calls_per_caller: int = _setting(
+        4, _positive(int), "RunTaskNow waits and WatchExecutions streams one caller may hold at once on a replica."
+    )
     engine_enabled: bool = _setting(
         True, _bool, "Run the scheduling engine (fires tasks while this replica is the elected leader)."
     )
     replica_id: str = _setting("", str, "This replica's name in leader epochs and logs (default: host name and pid).")
     reconcile_interval_s: float = _setting(
         60.0, _positive(float), "Seconds between full reconciliations of the tasks into the scheduler (leader)."
+    )
+    max_catchup_rows_per_pass: int = _setting(
+        20000, _positive(int), "Catch-up rows (pending and missed) one reconciliation writes, all tasks together."
     )
     leader_retry_interval_s: float = _setting(
         0.5, _positive(float), "Seconds between leader-lock attempts (followers) and lock checks (leader)."
@@ -190,6 +211,21 @@ class Settings:
         0.5, _positive(float), "Expensive calls (RunTaskNow, InitializeDefaultTasks, ...) per second per caller."
     )
     expensive_rate_limit_burst: int = _setting(5, _positive(int), "Expensive calls a caller may make at once.")
+    rate_limit_max_callers: int = _setting(
+        10000,
+        _positive(int),
+        "Rate-limit buckets kept per replica (least recently used dropped first: bounded memory).",
+    )
+    auth_failure_per_s: float = _setting(
+        1.0, _positive(float), "Failed authentications per second one peer address may make, after its burst."
+    )
+    auth_failure_burst: int = _setting(
+        10, _positive(int), "Failed authentications a peer address may make at once before it is refused for a while."
+    )
+    max_tasks_per_caller: int = _setting(10000, _positive(int), "Tasks one caller may own (open mode: in all).")
+    max_metadata_bytes_per_caller: int = _setting(
+        67108864, _positive(int), "Bytes of task metadata (serialised JSON) one caller's tasks may hold together."
+    )
 
     # --- the built-in handlers (schedule_grpc/handlers/) ---
     platform_database_url: str = _setting(
@@ -224,7 +260,9 @@ class Settings:
     )
 
     metrics_address: str = _setting(
-        "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); off: not served."
+        "127.0.0.1:9464",
+        _address_or_off,
+        "Prometheus /metrics and the /status page (host:port; loopback unless told: unauthenticated); off: none.",
     )
     watch_poll_s: float = _setting(
         0.5, _positive(float), "Seconds between WatchExecutions reads when no notification arrives (SQLite polls)."

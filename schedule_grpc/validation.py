@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from schedule_grpc.cron import CronSchedule, InvalidSchedule
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.errors import InvalidArgument, excerpt
 from schedule_grpc.models import DEFAULT_CATCHUP_WINDOW, DEFAULT_TIMEOUT, JSON, OverlapPolicy, RetryPolicy
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 20
 MAX_TIMEOUT = timedelta(hours=24)
 MAX_CATCHUP_WINDOW = timedelta(days=7)
 MAX_DELAY = timedelta(days=1)
@@ -74,10 +75,28 @@ def schedule(expression: str, timezone: str) -> CronSchedule:
 
 
 def metadata(value: Mapping[str, JSON]) -> dict[str, JSON]:
+    _walk(value, "metadata", 1)
     size = len(json.dumps(value, separators=(",", ":")).encode())
     if size > MAX_METADATA_BYTES:
         raise InvalidArgument("metadata", f"is {size} bytes serialised; at most {MAX_METADATA_BYTES} are allowed")
     return dict(value)
+
+
+def _walk(value: JSON | Mapping[str, JSON], path: str, depth: int) -> None:
+    """Refuses what a database or a protocol would choke on later: deep nesting, NUL characters."""
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidArgument(path, f"nests deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgument(path, "must not contain the NUL character (U+0000)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise InvalidArgument(path, "has a key with the NUL character (U+0000)")
+            _walk(item, f"{path}.{excerpt(key, 40)}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _walk(item, f"{path}[{index}]", depth + 1)
 
 
 def duration(value: timedelta, field_name: str, *, minimum: timedelta, maximum: timedelta) -> timedelta:

@@ -75,6 +75,11 @@ class WatchService:
         self._heartbeat_s = heartbeat_s
         self._slots = threading.BoundedSemaphore(max_streams)
 
+    @property
+    def stopping(self) -> bool:
+        """True once the server ends every stream (shutdown)."""
+        return self._feed.stopped
+
     def wake(self) -> None:
         """Makes every stream look at the database and at its caller now."""
         self._feed.wake()

@@ -55,7 +55,14 @@ def optional_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None
     return None if value is None else timestamp(value)
 
 
-def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp, field: str = "timestamp") -> datetime:
+    """The instant, aware UTC; INVALID_ARGUMENT naming ``field`` outside Timestamp's valid range."""
+    if not _MIN_SECONDS <= value.seconds <= _MAX_SECONDS or not 0 <= value.nanos < 1_000_000_000:
+        raise InvalidArgument(field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
     return value.ToDatetime(tzinfo=UTC)
 
 

@@ -37,8 +37,8 @@ def _statuses(values: Iterable[int]) -> frozenset[ExecutionStatus]:
 
 def _range(request: Any) -> dict[str, Any]:
     return {
-        "start": from_timestamp(request.start_time) if request.HasField("start_time") else None,
-        "end": from_timestamp(request.end_time) if request.HasField("end_time") else None,
+        "start": from_timestamp(request.start_time, "start_time") if request.HasField("start_time") else None,
+        "end": from_timestamp(request.end_time, "end_time") if request.HasField("end_time") else None,
     }
 
 

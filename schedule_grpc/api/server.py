@@ -7,11 +7,12 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.api.capacity import CachedChain, CapacityRouter, HealthService, LongCalls
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
@@ -29,18 +30,22 @@ def create_server(
     queue: QueueService | None = None,
     credentials: grpc.ServerCredentials | None = None,
     watch: WatchService | None = None,
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+    long_calls: LongCalls | None = None,
+) -> tuple[grpc.Server, int, HealthService]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
-    Port 0 binds a free port (tests). With ``credentials`` the port speaks TLS.
+    Port 0 binds a free port (tests). With ``credentials`` the port speaks TLS. ``max_workers`` threads serve
+    the short calls; health, reflection and the long calls (``long_calls``) have threads of their own.
     """
+    long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
+    health_servicer = HealthService()
+    router = CapacityRouter(health_servicer, long_calls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=[CachedChain([router, *interceptors, ErrorInterceptor()])],
         options=[("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch, long_calls), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

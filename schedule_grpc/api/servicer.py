@@ -9,7 +9,9 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api import convert, convert_history
-from schedule_grpc.errors import Unimplemented
+from schedule_grpc.api.capacity import LongCalls
+from schedule_grpc.api.guard import peer_address
+from schedule_grpc.errors import Unavailable, Unimplemented
 from schedule_grpc.models import ExecutionStatus
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
@@ -20,11 +22,16 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     """Domain errors raised here are mapped to statuses by api.status.ErrorInterceptor."""
 
     def __init__(
-        self, tasks: TaskService, queue: QueueService | None = None, watch: WatchService | None = None
+        self,
+        tasks: TaskService,
+        queue: QueueService | None = None,
+        watch: WatchService | None = None,
+        long_calls: LongCalls | None = None,
     ) -> None:
         self._tasks = tasks
         self._queue = queue
         self._watch = watch
+        self._long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
 
     def _operations(self) -> QueueService:
         if self._queue is None:
@@ -59,7 +66,9 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in page.items], next_page_token=page.next_token)
 
     def RunTaskNow(self, request: pb.RunTaskNowRequest, context: grpc.ServicerContext) -> pb.RunTaskNowResponse:
-        execution = self._tasks.run_now(request.name, wait_s=context.time_remaining())
+        with self._long_calls.hold(_peer(context)):
+            # is_active: a client that cancels or goes away frees this thread within one wait step
+            execution = self._tasks.run_now(request.name, wait_s=context.time_remaining(), is_active=context.is_active)
         success = execution.status is ExecutionStatus.SUCCESS
         message = (
             f"Task {request.name} executed successfully"
@@ -110,7 +119,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def PreviewSchedule(
         self, request: pb.PreviewScheduleRequest, context: grpc.ServicerContext
     ) -> pb.PreviewScheduleResponse:
-        start = convert.from_timestamp(request.start_time) if request.HasField("start_time") else None
+        start = convert.from_timestamp(request.start_time, "start_time") if request.HasField("start_time") else None
         instants = self._tasks.preview(request.schedule, request.timezone, start, request.count)
         return pb.PreviewScheduleResponse(next_run_times=[convert.timestamp(t) for t in instants])
 
@@ -153,7 +162,16 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         if self._watch is None:
             raise Unimplemented("WatchExecutions is not served by this server", reason="WATCH_UNAVAILABLE")
         watch = self._watch
-        context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
-        for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
-            event = convert_history.event_to_pb(item.event) if item.event else None
-            yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)
+        with self._long_calls.hold(_peer(context)):
+            context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
+            for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
+                event = convert_history.event_to_pb(item.event) if item.event else None
+                yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)
+        if watch.stopping:  # the server is going away: UNAVAILABLE tells the client to reconnect, from its cursor
+            raise Unavailable("server shutting down; reconnect with your last cursor", reason="SHUTTING_DOWN")
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    """The caller's address (for limits per caller when the service runs open)."""
+    metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    return peer_address(context.peer(), metadata)

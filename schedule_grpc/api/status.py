@@ -105,6 +105,8 @@ class ErrorInterceptor(ServerInterceptor):
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             try:
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 return inner(request, context)
             except errors.ScheduleError as error:
                 context.abort_with_status(to_status(error))
@@ -114,9 +116,43 @@ class ErrorInterceptor(ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
+
+
+class Undecodable:
+    """A request the protobuf runtime could not parse (nested past its limit of 100 messages, or broken).
+
+    grpc would answer INTERNAL ("Exception deserializing request!"); the method answers INVALID_ARGUMENT.
+    """
+
+    def __init__(self, reason: str, field: str) -> None:
+        self.reason = reason
+        self.field = field
+
+    def error(self) -> errors.InvalidArgument:
+        hint = "; metadata may nest at most 20 levels" if self.field == "metadata" else ""
+        return errors.InvalidArgument(self.field, f"cannot be decoded ({self.reason}){hint}")
+
+
+# The request field that can nest (a Struct), by method; other requests are named as a whole.
+_NESTING_FIELDS = {"/schedule.v1.ScheduleService/RegisterTask": "metadata"}
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    decode = deserializer
+    field = _NESTING_FIELDS.get(method, "request")
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as error:  # DecodeError, RecursionError: the bytes are the caller's fault
+            return Undecodable(errors.excerpt(str(error) or type(error).__name__, 120), field)
+
+    return tolerant
 
 
 def _guard_stream(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
@@ -126,6 +162,8 @@ def _guard_stream(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc
 
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.error()
             yield from inner(request, context)
         except errors.ScheduleError as error:
             context.abort_with_status(to_status(error))
@@ -135,6 +173,6 @@ def _guard_stream(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc
 
     return grpc.unary_stream_rpc_method_handler(
         guarded,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_tolerant(handler.request_deserializer, method),
         response_serializer=handler.response_serializer,
     )

@@ -12,7 +12,7 @@ from typing import Any
 from schedule_grpc.clock import Clock
 from schedule_grpc.engine.lease import Campaign, LeaseWatch
 from schedule_grpc.engine.parts import BatchingJobStore, GuardedScheduler, OccurrenceBuffer, OccurrenceExecutor
-from schedule_grpc.engine.reconcile import Reconciler, ReconcileResult
+from schedule_grpc.engine.reconcile import DEFAULT_MAX_CATCHUP_ROWS, Reconciler, ReconcileResult
 from schedule_grpc.firing import Occurrence
 from schedule_grpc.store.leader import LeaderLock, LeadershipLost, LeaseStore
 from schedule_grpc.store.occurrences import EnqueueResult, OccurrenceStore
@@ -64,7 +64,10 @@ class SchedulingEngine:
         lease_interval_s: float = 1.0,
         grace_s: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
+        max_catchup_rows: int = DEFAULT_MAX_CATCHUP_ROWS,
     ) -> None:
+        self._max_catchup_rows = max_catchup_rows
+        self._catchup_deferred = False
         self._database = database
         self._tasks = tasks
         self._occurrences = occurrences
@@ -127,7 +130,11 @@ class SchedulingEngine:
     def reconcile_now(self) -> ReconcileResult | None:
         """A full reconciliation now (None when not leading)."""
         reconciler = self._reconciler
-        return reconciler.full() if reconciler is not None and self.is_leader else None
+        if reconciler is None or not self.is_leader:
+            return None
+        result = reconciler.full()
+        self._catchup_deferred = result.deferred > 0
+        return result
 
     def check(self) -> None:
         """Health: raises while the engine is failing (its loop, stuck or erring, or its reconciliation)."""
@@ -221,8 +228,9 @@ class SchedulingEngine:
             full = False
             for name in dict.fromkeys(names):
                 full = full or reconciler.one(name) is None
-            if full or time.monotonic() >= next_full:
-                reconciler.full()
+            if full or self._catchup_deferred or time.monotonic() >= next_full:
+                # a pass that left catch-up for later is followed by another at once (bounded rows each)
+                self._catchup_deferred = reconciler.full().deferred > 0
                 next_full = time.monotonic() + self._reconcile_interval_s
             self._recovered("reconcile")
         except LeadershipLost as error:
@@ -270,8 +278,15 @@ class SchedulingEngine:
         scheduler.add_executor(OccurrenceExecutor(self._buffer), "default")
         self._scheduler = scheduler
         scheduler.start(paused=True)
-        self._reconciler = Reconciler(scheduler, self._tasks, self._hand_on, self._clock, horizon=self._horizon)
-        self._reconciler.full()  # catch up and align the jobs before the first pass
+        self._reconciler = Reconciler(
+            scheduler,
+            self._tasks,
+            self._hand_on,
+            self._clock,
+            horizon=self._horizon,
+            max_catchup_rows=self._max_catchup_rows,
+        )
+        self._catchup_deferred = self._reconciler.full().deferred > 0  # catch up and align before the first pass
         scheduler.resume()
 
     def _supervise(self) -> None:

@@ -29,6 +29,8 @@ from schedule_grpc.store.tasks import TaskStore
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+# Catch-up rows one reconciliation writes at most (all tasks together); the rest follow in the next passes.
+DEFAULT_MAX_CATCHUP_ROWS = 20_000
 
 HandOn = Callable[[list[Occurrence], Mapping[str, datetime]], None]
 
@@ -41,6 +43,7 @@ class ReconcileResult:
     changed: int = 0
     removed: int = 0
     caught_up: int = 0  # occurrences handed on because their instant had passed
+    deferred: int = 0  # tasks whose catch-up waits for the next pass (the pass's row budget was spent)
 
     def __add__(self, other: ReconcileResult) -> ReconcileResult:
         return ReconcileResult(
@@ -48,6 +51,7 @@ class ReconcileResult:
             self.changed + other.changed,
             self.removed + other.removed,
             self.caught_up + other.caught_up,
+            self.deferred + other.deferred,
         )
 
 
@@ -65,12 +69,15 @@ class Reconciler:
         clock: Clock,
         *,
         horizon: timedelta = timedelta(minutes=3),
+        max_catchup_rows: int = DEFAULT_MAX_CATCHUP_ROWS,
     ) -> None:
         self._scheduler = scheduler
         self._tasks = tasks
         self._hand_on = hand_on
         self._clock = clock
         self._horizon = horizon
+        self._max_catchup_rows = max_catchup_rows
+        self._budget = max_catchup_rows  # catch-up rows this pass may still write
 
     def full(self) -> ReconcileResult:
         """Every task due within the horizon against every job; other jobs are removed.
@@ -80,6 +87,7 @@ class Reconciler:
         """
         # Tasks are read under the lock too: a pass may move next_run meanwhile.
         with self._scheduler.lock, self._scheduler.batched():
+            self._budget = self._max_catchup_rows
             jobs = {job.id: job for job in self._scheduler.get_jobs()}
             result = ReconcileResult()
             until = self._clock.now() + self._horizon
@@ -103,6 +111,7 @@ class Reconciler:
             if task is None:
                 return None
             job = self._scheduler.get_job(task.id)
+            self._budget = self._max_catchup_rows
             result = self._apply([task], {job.id: job} if job else {})
         self._log(result)
         return result
@@ -114,7 +123,7 @@ class Reconciler:
         occurrences: list[Occurrence] = []
         next_runs: dict[str, datetime] = {}
         wanted: list[tuple[Task, CronTaskTrigger, datetime, Job | None]] = []
-        removed = 0
+        removed = deferred = 0
         for task in tasks:
             job = jobs.pop(task.id, None)
             if not task.enabled:
@@ -125,9 +134,21 @@ class Reconciler:
             if nxt is None:
                 nxt = next_runs[task.id] = schedule.next_after(now)
             elif nxt <= now:
+                if self._budget <= 0:  # this pass wrote its share: the next one goes on from next_run
+                    removed += self._remove(job)
+                    deferred += 1
+                    continue
                 found, nxt = catch_up(schedule, task.id, nxt, now, task.catchup_window)
+                if len(found) > self._budget:
+                    found = found[: self._budget]
+                    nxt = schedule.next_after(found[-1].scheduled_for)  # still in the past: resumed next pass
                 occurrences.extend(found)
+                self._budget -= len(found)
                 next_runs[task.id] = nxt
+                if nxt <= now:
+                    removed += self._remove(job)
+                    deferred += 1
+                    continue
             if nxt >= until:  # beyond the horizon: no job until a full reconciliation brings it in
                 removed += self._remove(job)
                 continue
@@ -153,11 +174,11 @@ class Reconciler:
             elif job.trigger != trigger or job.next_run_time != nxt:
                 job.modify(trigger=trigger, next_run_time=nxt)
                 changed += 1
-        return ReconcileResult(added, changed, removed, len(occurrences))
+        return ReconcileResult(added, changed, removed, len(occurrences), deferred)
 
     @staticmethod
     def _log(result: ReconcileResult) -> None:
-        if result.added or result.changed or result.removed or result.caught_up:
+        if result.added or result.changed or result.removed or result.caught_up or result.deferred:
             log.info(
                 "reconciled",
                 extra={
@@ -165,6 +186,7 @@ class Reconciler:
                     "changed": result.changed,
                     "removed": result.removed,
                     "caught_up": result.caught_up,
+                    "catch_up_deferred": result.deferred,
                 },
             )
 

@@ -28,6 +28,7 @@ from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 
 METHOD_RE = re.compile(r"/?([A-Za-z_][\w.]*)/([A-Za-z_]\w*)")
+GRPC_HEADER_NAME = re.compile(r"[0-9a-z_.-]{1,256}")  # gRPC metadata keys
 TARGET_RE = re.compile(r"[\w.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0
@@ -102,6 +103,11 @@ class GrpcHandler:
             for k, v in headers.items()
         ):
             raise InvalidArgument("metadata.headers", "must be an object of lower-case names to string values")
+        for key, value in headers.items():
+            if not GRPC_HEADER_NAME.fullmatch(key) or key.endswith("-bin"):
+                raise InvalidArgument("metadata.headers", "names must be lower-case letters, digits, - _ . only")
+            if not all(" " <= c <= "~" for c in value):
+                raise InvalidArgument(f"metadata.headers.{key}", "must be printable ASCII (no CR, LF or NUL)")
 
     def run(self, context: HandlerContext) -> JSON:
         metadata = context.metadata

@@ -10,6 +10,7 @@ so the receiver can deduplicate retries.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,7 @@ _TLS: ssl.SSLContext = httpx.create_ssl_context()
 # execution having a fresh one. Imported here, the fork server holds it and every worker inherits it.
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # RFC 9110 token
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0
 # The response body kept in the execution's result.
@@ -71,6 +73,11 @@ class HttpHandler:
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise InvalidArgument("metadata.headers", "must be an object of string values")
+        for key, value in headers.items():
+            if not HEADER_NAME.fullmatch(key):
+                raise InvalidArgument("metadata.headers", "header names must be HTTP tokens (letters, digits, -)")
+            if any(c in value for c in "\r\n\x00"):
+                raise InvalidArgument(f"metadata.headers.{key}", "must not contain CR, LF or NUL")
         timeout = metadata.get("timeoutSeconds", DEFAULT_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT_S:
             raise InvalidArgument("metadata.timeoutSeconds", f"must be a number in (0, {MAX_TIMEOUT_S:g}]")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +13,7 @@ from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.executions import _from_row
 from schedule_grpc.store.tables import dead_letters as dl
 from schedule_grpc.store.tables import leader_epochs as le
+from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
 
 
@@ -33,6 +34,15 @@ class ObservationStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def existing_tasks(self, names: Iterable[str], batch: int = 500) -> set[str]:
+        """Which of ``names`` are tasks now (the metrics drop the series of the others)."""
+        wanted, found = sorted(set(names)), set[str]()
+        with translate_errors(), self._engine.connect() as conn:
+            for start in range(0, len(wanted), batch):
+                chunk = wanted[start : start + batch]
+                found.update(conn.execute(select(t.c.name).where(t.c.name.in_(chunk))).scalars())
+        return found
 
     def snapshot(self) -> Snapshot:
         def count_status(status: ExecutionStatus) -> int:

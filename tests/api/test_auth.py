@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -340,3 +341,26 @@ def test_mtls_server_still_serves_http_callers_with_tokens(mtls: Service) -> Non
     with httpx.Client(base_url=f"http://127.0.0.1:{mtls.http_port}", timeout=30) as http:
         assert http.get("/api/tasks").status_code == 401
         assert http.get("/api/tasks", headers=bearer("alpha-secret")).status_code == 200
+
+
+def test_failed_authentication_is_throttled_per_peer(database_url: str, clock: FakeClock) -> None:
+    throttle = {"auth_failure_burst": 5, "auth_failure_per_s": 0.5}
+    with (
+        serve(database_url, clock, auth_tokens=AUTH_TOKENS, **throttle) as service,
+        grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+        httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=30) as http,
+    ):
+        stub = pb_grpc.ScheduleServiceStub(channel)
+        wrong = tuple(bearer("guess").items())
+        codes = [_code(lambda: stub.ListTasks(pb.ListTasksRequest(), metadata=wrong)) for _ in range(8)]
+        assert codes[:5] == [grpc.StatusCode.UNAUTHENTICATED] * 5
+        assert codes[5:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3  # guessing stops paying off
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListTasks(pb.ListTasksRequest(), metadata=tuple(bearer("alpha-secret").items()))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # until the peer's bucket refills
+        assert "failed authentications" in (caught.value.details() or "")
+        # the shim names its client's address: the same address over HTTP is refused too
+        response = http.get("/api/tasks", headers=bearer("alpha-secret"))
+        assert response.status_code == 429
+        time.sleep(2.2)  # one failure's worth refills at 0.5 per second
+        assert stub.ListTasks(pb.ListTasksRequest(), metadata=tuple(bearer("alpha-secret").items())).tasks == []

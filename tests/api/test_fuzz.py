@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schedule.v1 import schedule_service_pb2 as pb
@@ -32,7 +33,35 @@ schedules = st.one_of(
     st.sampled_from(["@daily", "*/5 * * * *", "0 0 30 2 *", "61 * * * *", "0 2 * * 1-5", "@reboot", ""]),
     st.text(alphabet="0123456789*/,- @abcdefghijklmnopqrstuvwxyz", max_size=20),
 )
-timezones = st.sampled_from(["", "UTC", "Europe/Berlin", "America/New_York", "Mars/Olympus", "../etc/passwd"])
+timezones = st.sampled_from(
+    ["", "UTC", "Europe/Berlin", "America/New_York", "Mars/Olympus", "../etc/passwd", "UTC\x00", "Europe/" + "x" * 5000]
+)
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# page tokens a hostile caller makes: nested JSON, huge, a listing's shape with the wrong types or instants
+hostile_tokens = st.sampled_from(
+    [
+        _b64("[" * 1500),
+        _b64('{"l":' * 900),
+        "A" * 5000,
+        _b64('{"l":"tasks","a":{}}'),
+        _b64('{"l":"history:a:x","a":"2026-01-01T00:00:00|e"}'),
+        _b64('{"l":"history:a:x","a":"9999-12-31T23:59:59-14:00|e"}'),
+    ]
+)
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": True}
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -40,7 +69,15 @@ json_values = st.recursive(
 )
 urls = st.sampled_from(["http://127.0.0.1:9/", "ftp://x", "", "not a url"])
 metadata = st.one_of(
-    st.fixed_dictionaries({"url": urls}, optional={"method": st.sampled_from(["GET", "BREW"]), "x": json_values}),
+    st.fixed_dictionaries(
+        {"url": urls},
+        optional={
+            "method": st.sampled_from(["GET", "BREW"]),
+            "x": json_values,
+            "headers": st.dictionaries(st.sampled_from(["X-A", "Bad Name", "x-b"]), st.text(max_size=6), max_size=2),
+            "body": st.integers(1, 28).map(_nested),  # up to what a protobuf client can still encode
+        },
+    ),
     st.dictionaries(st.text(max_size=8), json_values, max_size=3),
 )
 durations = st.one_of(st.none(), st.integers(-100, 200_000).map(lambda s: duration_pb2.Duration(seconds=s)))
@@ -74,9 +111,10 @@ def _count(stub: pb_grpc.ScheduleServiceStub) -> int:
     timeout=durations,
     catchup=durations,
     overlap=st.integers(0, 5),
-    follow_up=st.sampled_from(["get", "enable", "disable", "run", "history", "delete", "preview"]),
+    follow_up=st.sampled_from(["get", "enable", "disable", "run", "history", "delete", "preview", "list", "recent"]),
     limit=st.integers(-(2**31), 2**31 - 1),
-    token=st.text(max_size=12),
+    token=st.one_of(st.text(max_size=12), hostile_tokens),
+    start_seconds=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.just(253402214400)),
 )
 def test_grpc_never_fails_internally_nor_half_writes(
     fuzzed: Service,
@@ -93,6 +131,7 @@ def test_grpc_never_fails_internally_nor_half_writes(
     follow_up: str,
     limit: int,
     token: str,
+    start_seconds: int | None,
 ) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{fuzzed.port}") as channel:
         stub = pb_grpc.ScheduleServiceStub(channel)
@@ -117,6 +156,7 @@ def test_grpc_never_fails_internally_nor_half_writes(
             task = stub.RegisterTask(request, timeout=30).task
         except grpc.RpcError as error:
             assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), error.details()
+            assert len(error.details() or "") < 1500, "an error echoes at most a bounded excerpt"
             assert _count(stub) == before, "a refused registration wrote a row"
         else:
             assert _count(stub) == before + 1
@@ -130,13 +170,26 @@ def test_grpc_never_fails_internally_nor_half_writes(
             "history": lambda: stub.GetTaskHistory(pb.GetTaskHistoryRequest(name=name, limit=limit, page_token=token)),
             "delete": lambda: stub.UnregisterTask(pb.UnregisterTaskRequest(name=name)),
             "preview": lambda: stub.PreviewSchedule(
-                pb.PreviewScheduleRequest(schedule=schedule, timezone=timezone, count=limit % 200 - 50)
+                pb.PreviewScheduleRequest(
+                    schedule=schedule,
+                    timezone=timezone,
+                    count=limit % 200 - 50,
+                    start_time=timestamp_pb2.Timestamp(seconds=start_seconds) if start_seconds is not None else None,
+                )
+            ),
+            "list": lambda: stub.ListTasks(pb.ListTasksRequest(page_token=token)),
+            "recent": lambda: stub.GetRecentExecutions(
+                pb.GetRecentExecutionsRequest(
+                    page_token=token,
+                    start_time=timestamp_pb2.Timestamp(seconds=start_seconds) if start_seconds is not None else None,
+                )
             ),
         }
         try:
             calls[follow_up]()
         except grpc.RpcError as error:
             assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), error.details()
+            assert len(error.details() or "") < 1500, "an error echoes at most a bounded excerpt"
         # Whatever happened, every stored row still reads back whole.
         for task in stub.ListTasks(pb.ListTasksRequest()).tasks:
             stub.GetTaskHistory(pb.GetTaskHistoryRequest(name=task.name))
@@ -160,7 +213,14 @@ bodies = st.one_of(
     ).map(lambda v: json.dumps(v).encode()),
 )
 queries = st.dictionaries(
-    st.sampled_from(["limit", "pageToken", "page_size", "colour"]), st.text(max_size=8), max_size=2
+    st.sampled_from(["limit", "pageToken", "page_size", "colour", "startTime"]),
+    st.one_of(st.text(max_size=8), hostile_tokens, st.sampled_from(["9999-12-31T23:59:59Z", "10000-01-01T00:00:00Z"])),
+    max_size=2,
+)
+# what a careless client puts in the authorization header: nothing, garbage, non-ASCII (latin-1 on the wire)
+authorizations = st.one_of(
+    st.none(),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=12),
 )
 
 
@@ -171,18 +231,27 @@ queries = st.dictionaries(
     segment=segments,
     body=bodies,
     query=queries,
+    authorization=authorizations,
 )
 def test_http_never_answers_500_nor_half_writes(
-    fuzzed: Service, route: routes.Route, verb: str | None, segment: str, body: bytes, query: dict[str, str]
+    fuzzed: Service,
+    route: routes.Route,
+    verb: str | None,
+    segment: str,
+    body: bytes,
+    query: dict[str, str],
+    authorization: str | None,
 ) -> None:
     path = routes._VARIABLE.sub(segment or "x", route.template)
     with httpx.Client(base_url=f"http://127.0.0.1:{fuzzed.http_port}", timeout=30) as http:
         before_names = {t["name"] for t in http.get("/api/tasks").json()["tasks"]}
         before = len(before_names)
-        response = http.request(
-            verb or route.verb, path, params=query, content=body, headers={"content-type": "application/json"}
-        )
+        headers = {b"content-type": b"application/json"}
+        if authorization is not None and "\r" not in authorization and "\n" not in authorization:
+            headers[b"authorization"] = authorization.strip().encode("latin-1")
+        response = http.request(verb or route.verb, path, params=query, content=body, headers=headers)
         assert response.status_code != 500 and response.status_code < 502, response.text
+        assert len(response.content) < 4096 or response.status_code == 200, "an error echoes a bounded excerpt"
         payload = response.json()
         assert isinstance(payload["success"], bool)
         after = http.get("/api/tasks").json()

@@ -88,9 +88,15 @@ def test_scrape_after_successes_failures_and_retries(
     m = scrape_when(service, ("schedule_missed_occurrences_total", task), 1)  # the last event written
     assert m[("schedule_executions_total", (("outcome", "success"), *task))] == 4
     assert m[("schedule_executions_total", (("outcome", "failed"), *task))] == 3
-    assert m[("schedule_execution_duration_seconds_count", task)] == 7
-    assert m[("schedule_execution_duration_seconds_sum", task)] == pytest.approx(3 * 0.5 + 2 * 3 + 0.2 + 0.2)
-    assert m[("schedule_execution_duration_seconds_bucket", (("le", "0.5"), *task))] == 5  # 3 x 0.5 s, 2 x 0.2 s
+    # run times by outcome, whatever the number of tasks: 3 x 0.5 s and 0.2 s succeeded, 2 x 3 s and 0.2 s failed
+    success, failed = (("outcome", "success"),), (("outcome", "failed"),)
+    assert m[("schedule_execution_duration_seconds_count", success)] == 4
+    assert m[("schedule_execution_duration_seconds_count", failed)] == 3
+    assert m[("schedule_execution_duration_seconds_sum", success)] == pytest.approx(3 * 0.5 + 0.2)
+    assert m[("schedule_execution_duration_seconds_sum", failed)] == pytest.approx(2 * 3 + 0.2)
+    assert m[("schedule_execution_duration_seconds_bucket", (("le", "0.5"), *success))] == 4
+    assert m[("schedule_execution_duration_seconds_bucket", (("le", "0.5"), *failed))] == 1
+    assert not [key for key in m if key[0].startswith("schedule_execution_duration") and "task" in dict(key[1])]
     # lateness: first attempts of scheduled executions only (5 of them; the 6th is running, on time)
     assert m[("schedule_fire_lateness_seconds_count", ())] == 6
     assert m[("schedule_fire_lateness_seconds_bucket", (("le", "1.0"),))] == 3
@@ -103,7 +109,8 @@ def test_scrape_after_successes_failures_and_retries(
     assert m[("schedule_executions_running", ())] == 1
     assert m[("schedule_leader_epoch", ())] == 1
     assert m[("schedule_leader_info", (("replica_id", "replica-a"),))] == 1
-    assert m[("schedule_metrics_event_counter_active", ())] == 1
+    assert m[("schedule_metrics_event_reader_active", ())] == 1
+    assert m[("process_resident_memory_bytes", ())] > 0 and ("process_cpu_seconds_total", ()) in m
     rpc = (("grpc_service", "schedule.v1.ScheduleService"), ("grpc_type", "unary"))
     assert m[("grpc_server_handled_total", (("grpc_code", "OK"), ("grpc_method", "RegisterTask"), *rpc))] == 1
     assert m[("grpc_server_handled_total", (("grpc_code", "NOT_FOUND"), ("grpc_method", "GetTask"), *rpc))] == 1
@@ -111,6 +118,12 @@ def test_scrape_after_successes_failures_and_retries(
 
     # a second scrape counts nothing twice
     assert scrape(service)[("schedule_executions_total", (("outcome", "success"), *task))] == 4
+
+    # a deleted task's series go with it
+    stub.UnregisterTask(pb.UnregisterTaskRequest(name="report"))
+    after = scrape(service)
+    assert not [key for key in after if ("task", "report") in key[1]]
+    assert after[("schedule_execution_duration_seconds_count", success)] == 4  # the totals stay
 
 
 @pytest.mark.postgres
@@ -140,7 +153,7 @@ def test_two_replicas_count_each_execution_once(postgres_url: str, clock: FakeCl
         scrape_when(counter, key, 5)
         scrapes = [scrape(r) for r in replicas]
         assert sum(s.get(key, 0) for s in scrapes) == 5
-        assert sorted(s[("schedule_metrics_event_counter_active", ())] for s in scrapes) == [0, 1]
+        assert sorted(s[("schedule_metrics_event_reader_active", ())] for s in scrapes) == [0, 1]
         # the shared-state gauges are the same on both: aggregate them with max()
         assert {s[("schedule_executions_running", ())] for s in scrapes} == {0}
     finally:

@@ -101,6 +101,7 @@ def test_server_process_migrates_serves_and_stops_on_sigterm(tmp_path: Path) -> 
         "SCHEDULE_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "SCHEDULE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
         "SCHEDULE_SHUTDOWN_GRACE_S": "1",
+        "SCHEDULE_SHUTDOWN_DRAIN_S": "0.2",
         "SCHEDULE_METRICS_ADDRESS": "127.0.0.1:0",
     }
     process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env, stderr=subprocess.PIPE, text=True)

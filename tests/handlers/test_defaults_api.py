@@ -50,6 +50,7 @@ def stub_with_sources(
         health_check_targets=f"billing=grpc://{grpc_server.target},web={json_server.base}/healthz",
         mcp_registry_url=json_server.base,
         public_apis_url=f"{json_server.base}/v2/list.json",
+        metrics_address="",  # no fixed metrics port: test runs may overlap
     )
     service = build(settings, clock=clock)
     service.start()

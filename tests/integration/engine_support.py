@@ -43,6 +43,7 @@ def make_replica(
     horizon_s: float = 2 * 86400,
     monotonic: Callable[[], float] = time.monotonic,
     grace_s: float = 3.0,
+    max_catchup_rows: int = 20_000,
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
@@ -67,6 +68,7 @@ def make_replica(
         horizon_s=horizon_s,
         monotonic=monotonic,
         grace_s=grace_s,
+        max_catchup_rows=max_catchup_rows,
     )
     scheduling.append(engine)
     service = TaskService(store, ExecutionStore(db), default_registry(), clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -92,6 +93,34 @@ def test_occurrences_beyond_the_catch_up_window_are_recorded_missed_and_bounded(
     assert all("catch-up window of 600s" in r.error for r in missed)
     assert "not recorded one by one" in missed[-1].error
     assert len(pending) == 10  # the minutes of the last ten run late
+
+
+def test_catch_up_writes_a_bounded_number_of_rows_per_pass_and_finishes_in_later_passes(
+    db: Engine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="schedule_grpc")
+    replica = make_replica(db, clock, max_catchup_rows=100, interval_s=3600)
+    replica.engine.start()
+    try:
+        assert replica.engine.wait_leader(10)
+        tasks = [register(replica, f"minutely-{i}", "* * * * *", window=timedelta(hours=1)) for i in range(3)]
+        assert until(lambda: all(t.id in _job_ids(db) for t in tasks))
+        replica.engine.stop()  # down for two hours: 3 tasks x (60 missed + 60 late) = 360 rows to catch up
+        clock.advance(timedelta(hours=2))
+        replica = make_replica(db, clock, "r2", max_catchup_rows=100, interval_s=3600)
+        replica.engine.start()
+        assert replica.engine.wait_leader(10)
+        # the promotion's pass wrote 100; the engine follows with further passes of at most 100 on its own
+        assert until(lambda: len(rows(db)) == 360, timeout_s=20), len(rows(db))
+        for task in tasks:
+            instants = [r.scheduled_for for r in rows(db, task)]
+            assert len(instants) == len(set(instants)) == 120  # each minute once, none lost, none twice
+            task_id = task.id
+            assert until(lambda: task_id in _job_ids(db))  # caught up: back to its job  # noqa: B023
+    finally:
+        replica.engine.stop()
+    passes = [getattr(r, "caught_up", 0) for r in caplog.records if r.getMessage() == "reconciled"]
+    assert max(passes) <= 100 and sum(passes) == 360 and len([p for p in passes if p]) >= 4, passes
 
 
 def test_overlap_skip_records_the_skipped_occurrence_with_its_reason(

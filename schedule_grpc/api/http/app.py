@@ -235,7 +235,13 @@ class ShimApp:
         raw = scope.get("raw_path")
         raw_path = raw.decode("latin-1") if raw else urllib.parse.quote(scope["path"])
         raw_path = raw_path.split("?", 1)[0]
-        metadata = (("authorization", headers["authorization"]),) if "authorization" in headers else ()
+        authorization = headers.get("authorization")
+        if authorization is not None and not all(" " <= c <= "~" for c in authorization):
+            raise _bad_request("BAD_HEADER", "authorization: must be printable ASCII (a Bearer token)")
+        metadata: tuple[tuple[str, str], ...] = (("authorization", authorization),) if authorization is not None else ()
+        client = scope.get("client")
+        if client:  # the guard throttles failed authentications per client address
+            metadata += (("x-schedule-client-address", str(client[0])),)
         if raw_path == "/" and verb == "GET":
             return 200, service_info(), {}
         if raw_path == "/api/health" and verb == "GET":

@@ -18,6 +18,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from schedule_grpc.errors import excerpt
+
 _WELL_KNOWN_PREFIX = "google.protobuf."
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -137,6 +139,24 @@ def _one(field: FieldDescriptor, value: Any) -> Any:
     return _enum_in(field, value)
 
 
+# JSON numbers travel as IEEE doubles (google.protobuf.Value): whole numbers beyond this lose digits.
+MAX_EXACT_INTEGER = 2**53
+
+
+def _exact_numbers(data: Any, path: str) -> None:
+    """Refuses a whole number a double cannot hold exactly, instead of storing a different one."""
+    if isinstance(data, int) and not isinstance(data, bool):
+        if abs(data) > MAX_EXACT_INTEGER:
+            raise BadJson(f"{path or 'body'}: {data} is beyond +/-2^53; send it as a string")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            name = excerpt(str(key), 40)
+            _exact_numbers(value, f"{path}.{name}" if path else name)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _exact_numbers(value, f"{path}[{index}]")
+
+
 def from_json(data: Any, message: Message) -> None:
     """Fills ``message`` from parsed JSON: names in camelCase or snake_case, enums by short or full name.
 
@@ -145,6 +165,7 @@ def from_json(data: Any, message: Message) -> None:
     if not isinstance(data, dict):
         raise BadJson("the request body must be a JSON object")
     try:
+        _exact_numbers(data, "")
         descriptor: Any = message.DESCRIPTOR
         json_format.ParseDict(_expand(descriptor, data), message)
     except json_format.ParseError as error:
