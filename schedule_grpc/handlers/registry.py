@@ -12,9 +12,11 @@ with a message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import Handler
 from schedule_grpc.settings import Settings, SettingsError
 
@@ -51,7 +53,9 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
     from schedule_grpc.handlers.http import HttpHandler
     from schedule_grpc.handlers.imports import ImportAllSourcesHandler, ImportMcpServersHandler, ImportPublicApisHandler
     from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
+    from schedule_grpc.handlers.tables import allowed_tables, parse_handler_tables
     from schedule_grpc.handlers.verification import VerifyImportedDataHandler
+    from schedule_grpc.store.platform_tables import platform_metadata
 
     service_db = settings.database_url
     platform_db = settings.platform_database_url or settings.database_url
@@ -60,34 +64,78 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         targets = parse_targets(settings.health_check_targets)
     except ValueError as error:
         raise SettingsError(f"SCHEDULE_HEALTH_CHECK_TARGETS={settings.health_check_targets!r}: {error}") from None
-    mcp = ImportMcpServersHandler(database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout)
-    apis = ImportPublicApisHandler(database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout)
+    allowed = parse_handler_tables(settings.handler_tables)
+    egress = egress_policy(settings)
+    mcp = ImportMcpServersHandler(
+        database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout, egress=egress
+    )
+    apis = ImportPublicApisHandler(
+        database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout, egress=egress
+    )
     return [
-        HttpHandler(),
-        GrpcHandler(),
-        *cleanup_handlers(platform_db),
+        HttpHandler(egress=egress),
+        GrpcHandler(egress=egress),
+        *cleanup_handlers(platform_db, allowed),
         *embeddings_handlers(
             platform_db,
+            allowed=allowed,
+            egress=egress,
             url=settings.embeddings_url,
             model=settings.embeddings_model,
             api_key=settings.embeddings_api_key,
             batch_size=settings.embeddings_batch_size,
             timeout_s=timeout,
         ),
-        UpdateAnalyticsHandler(service_database_url=service_db, platform_database_url=platform_db),
+        UpdateAnalyticsHandler(
+            service_database_url=service_db,
+            platform_database_url=platform_db,
+            allowed_tables=allowed_tables("update-analytics", platform_metadata.tables, allowed),
+        ),
         BackupDatabaseHandler(
             service_database_url=service_db,
             platform_database_url=platform_db,
             directory=settings.backup_dir,
             retention=settings.backup_retention,
         ),
-        HealthCheckHandler(database_url=platform_db, targets=targets),
-        RateLimitHandler(database_url=platform_db, threshold=settings.rate_limit_threshold),
+        HealthCheckHandler(database_url=platform_db, targets=targets, egress=egress),
+        RateLimitHandler(
+            database_url=platform_db,
+            threshold=settings.rate_limit_threshold,
+            allowed_tables=allowed_tables("check-rate-limits", ["rate_limit_usage"], allowed),
+        ),
         mcp,
         apis,
         ImportAllSourcesHandler(importers={"mcpServers": mcp, "publicApis": apis}),
         VerifyImportedDataHandler(database_url=platform_db),
     ]
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """The egress policy of every outbound call made for a task: the defaults, the operator's allowed and
+    denied networks, and the service's own listening ports (gRPC, HTTP shim, metrics, health) denied."""
+    try:
+        policy = EgressPolicy.parse(settings.egress_allow.split(","), settings.egress_deny.split(","))
+    except ValueError as error:
+        raise SettingsError(f"SCHEDULE_EGRESS_ALLOW/DENY: {error}") from None
+    addresses = (settings.grpc_address, settings.http_address, settings.metrics_address, settings.health_address)
+    return policy.with_denied_endpoints(own for address in addresses if address for own in _endpoints(address))
+
+
+def _endpoints(address: str) -> list[tuple[str, int]]:
+    """(ip, port) pairs a listen address covers; a host name stands for every address."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return []  # an ephemeral port (tests) is not known before the server binds
+    if host == "localhost":
+        return [("127.0.0.1", int(port)), ("::1", int(port))]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = ipaddress.ip_address("::")
+    if ip.is_unspecified:  # [::] listens on IPv4 too (dual stack)
+        return [("0.0.0.0", int(port)), ("::", int(port))]
+    return [(host, int(port))]
 
 
 def plugin_handlers(settings: Settings, group: str = ENTRY_POINT_GROUP) -> list[Handler]:
