@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 import grpc
@@ -39,7 +40,7 @@ from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
 from schedule_grpc.observe import Observability
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.retention import RetentionPolicy
-from schedule_grpc.service import TaskService
+from schedule_grpc.service import Limits, TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
 from schedule_grpc.store.dead_letters import DeadLetterStore
@@ -171,11 +172,19 @@ def build(
             lease_s=settings.executor_lease_s,
             memory_limit_mb=settings.executor_memory_limit_mb,
             shutdown_grace_s=settings.shutdown_grace_s,
+            secrets_dir=settings.secrets_dir,
         ),
         on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
-    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
+    limits = Limits(
+        max_memory_limit_mb=settings.max_memory_limit_mb,
+        max_timeout=timedelta(seconds=settings.max_task_timeout_s),
+        secrets_dir=settings.secrets_dir,
+    )
+    tasks = TaskService(
+        task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor, limits=limits
+    )
     operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
     limiter = RateLimiter(
         {
@@ -284,6 +293,7 @@ def main() -> int:
     if service.tasks is not None:  # before serving, so the first ListTasks already shows it
         try:
             retention.install_maintenance_task(service.tasks.register, settings.retention_schedule)
+            retention.check_maintenance_task(service.tasks.find)
         except Exception:  # the database may be down now; the next start installs it
             log.exception("could not install the built-in retention task")
     service.start()
