@@ -52,7 +52,7 @@ def _register(
 def _refused(call: Any) -> tuple[grpc.StatusCode, str, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    return caught.value.code(), error_details(caught.value)[0], caught.value.details()
+    return caught.value.code(), error_details(caught.value)[0], caught.value.details() or ""
 
 
 def _task_rows(database_url: str) -> int:
