@@ -195,15 +195,17 @@ def _watch_events(stub: pb_grpc.ScheduleServiceStub, token: str, cursor: str, co
 
 
 def test_a_service_watches_the_events_of_its_own_tasks_only(database_url: str, clock: FakeClock) -> None:
-    with serve(database_url, clock, auth_tokens=AUTH_TOKENS, watch_heartbeat_s=0.5) as service:
-        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-            stub = pb_grpc.ScheduleServiceStub(channel)
-            start = next(iter(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=_as(ADMIN), timeout=10)))
-            for token, name in ((ALPHA, "alpha-ping"), (BETA, "beta-ping")):
-                _register(stub, token, name, "http", {"url": "http://127.0.0.1:9/"})
-                stub.RunTaskNow(pb.RunTaskNowRequest(name=name), metadata=_as(token), timeout=60)
-            everything = _watch_events(stub, ADMIN, start.cursor, 100)
-            betas = _watch_events(stub, BETA, start.cursor, 100)
+    with (
+        serve(database_url, clock, auth_tokens=AUTH_TOKENS, watch_heartbeat_s=0.5) as service,
+        grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        stub = pb_grpc.ScheduleServiceStub(channel)
+        start = next(iter(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=_as(ADMIN), timeout=10)))
+        for token, name in ((ALPHA, "alpha-ping"), (BETA, "beta-ping")):
+            _register(stub, token, name, "http", {"url": "http://127.0.0.1:9/"})
+            stub.RunTaskNow(pb.RunTaskNowRequest(name=name), metadata=_as(token), timeout=60)
+        everything = _watch_events(stub, ADMIN, start.cursor, 100)
+        betas = _watch_events(stub, BETA, start.cursor, 100)
     assert {e.task_name for e in everything} == {"alpha-ping", "beta-ping"}
     assert betas and {e.task_name for e in betas} == {"beta-ping"}
     assert len(betas) == sum(1 for e in everything if e.task_name == "beta-ping")
