@@ -36,7 +36,7 @@ REF_KEY = "secretRef"
 PREFIX_KEY = "prefix"
 # Metadata keys and header names whose values are credentials.
 _SECRET_NAME = re.compile(
-    r"pass(word|wd)?|secret|token|api[-_]?key|auth|credential|cookie|session[-_]?id|private[-_]?key|signature",
+    r"pass(word|wd)?|secret|token|api[-_]?key|auth(?!ors?(?![a-z]))|credential|cookie|session[-_]?id|private[-_]?key|signature",
     re.IGNORECASE,
 )
 # Query parameters whose values are credentials (besides names matching _SECRET_NAME).
@@ -45,7 +45,7 @@ _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # Shapes of credentials in free text: user-info of a URL, credential query parameters, bearer tokens.
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]+)@")
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&#\s\"'<>]+)")
-_BEARER = re.compile(r"(?P<lead>\b(?:Bearer|Basic|Token)\s+)(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
+_BEARER = re.compile(r"(?P<lead>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})", re.IGNORECASE)
 # Values shorter than this are not scrubbed from text by value (they would mangle unrelated words).
 _MIN_SCRUB_LENGTH = 4
 
@@ -91,9 +91,7 @@ def _redact(value: JSON, *, secret: bool) -> JSON:
         if secret and value:
             return REDACTED
         return redact_url(value)
-    if secret and value is not None and not isinstance(value, bool):
-        return REDACTED
-    return value
+    return value  # numbers and booleans are settings, not credentials (maxTokens: 512)
 
 
 def redact_url(text: str) -> str:

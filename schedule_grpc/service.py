@@ -334,10 +334,11 @@ class TaskService:
             )
 
     def _visible(self, task: Task) -> Task:
-        """The task as the current caller may see it: metadata for its owner and admins only, redacted."""
+        """The task as the current caller may see it: metadata for its owner and admins only (its secrets
+        are redacted where it is converted for an answer, api.convert)."""
         if not caller.may_see_details(task.owner):
             return dataclasses.replace(task, metadata={})
-        return dataclasses.replace(task, metadata=secrets.redact(task.metadata))
+        return task
 
     def _visible_execution(self, execution: Execution, owner: str | None) -> Execution:
         """Results, errors and tracebacks for the task's owner and admins; others see the outcome only."""

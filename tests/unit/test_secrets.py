@@ -20,6 +20,8 @@ from schedule_grpc.models import ExecutionStatus, Outcome
         ({"url": "https://u:p4ss@h/x?api_key=k&a=1"}, {"url": "https://<redacted>@h/x?api_key=<redacted>&a=1"}),
         ({"headers": {"X-Api-Key": {"secretRef": "k"}}}, {"headers": {"X-Api-Key": {"secretRef": "k"}}}),
         ({"table": "sessions", "maxAgeDays": 3}, {"table": "sessions", "maxAgeDays": 3}),
+        ({"author": "ann", "maxTokens": 512}, {"author": "ann", "maxTokens": 512}),
+        ({"note": "Basic setup, token-free"}, {"note": "Basic setup, token-free"}),
     ],
 )
 def test_credentials_are_shown_redacted_and_other_values_as_they_are(metadata: dict, shown: dict) -> None:  # type: ignore[type-arg]
