@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -57,6 +58,7 @@ class SecretUnavailable(HandlerFailed):
         super().__init__(message, ErrorCategory.POLICY)
 
 
+@functools.lru_cache(maxsize=4096)  # metadata keys repeat across tasks: listings convert thousands
 def is_secret_name(name: str) -> bool:
     """Whether a metadata key or header name carries a credential."""
     return bool(_SECRET_NAME.search(name))
@@ -96,7 +98,7 @@ def _redact(value: JSON, *, secret: bool) -> JSON:
 
 def redact_url(text: str) -> str:
     """A URL with its user-info and credential query parameters replaced; other text unchanged."""
-    if "://" not in text:
+    if "://" not in text or ("@" not in text and "=" not in text):
         return text
     return scrub_text(text)
 
