@@ -111,7 +111,8 @@ def test_a_planted_secret_appears_on_no_surface(
     assert replica.observability is not None and replica.observability.http is not None
     with urllib.request.urlopen(f"http://127.0.0.1:{replica.observability.http.port}/status", timeout=10) as page:
         status_page = page.read().decode()
-    assert "billing" in status_page
+    assert "billing" in status_page  # the task and its outcome are there; with credentials on, not its error
+    assert "answered 500" not in status_page
     seen.append(status_page)
     emails = smtp.inbox.wait_for(1)
     assert emails, "the critical task's failure was alerted"
