@@ -40,7 +40,7 @@ from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
 from schedule_grpc.observe import Observability
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.retention import RetentionPolicy
-from schedule_grpc.service import Limits, TaskService
+from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
 from schedule_grpc.store.dead_letters import DeadLetterStore
@@ -50,6 +50,7 @@ from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import TaskStore
+from schedule_grpc.tenancy import Limits
 
 log = logging.getLogger("schedule_grpc")
 

@@ -6,14 +6,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import caller, logs, secrets, tokens, validation
+from schedule_grpc import caller, logs, secrets, tenancy, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
-from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied
+from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
@@ -29,32 +28,6 @@ if TYPE_CHECKING:
 from schedule_grpc.validation import NewTask
 
 log = logging.getLogger(__name__)
-
-# Handlers a ``service`` caller may schedule; the built-in data handlers are an admin's (plugins opt in
-# with ``open_to_services = True``).
-SERVICE_HANDLERS = frozenset({"http", "grpc"})
-# The retention task's name (schedule_grpc.retention.TASK_NAME; imported there from here would cycle).
-RETENTION_TASK = "cleanup-execution-history"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The operator's caps on what a caller may ask for, and where secret references are read."""
-
-    max_memory_limit_mb: int = 4096
-    max_timeout: timedelta = timedelta(hours=6)
-    secrets_dir: str = ""
-
-
-def reserved_names() -> frozenset[str]:
-    """Task names only an admin may register: the 13 defaults and the retention task."""
-    return frozenset({*(t.name for t in default_tasks()), RETENTION_TASK})
-
-
-def open_to_services(handler: Handler) -> bool:
-    """Whether a ``service`` caller may schedule ``handler``: http, grpc, and plugins declaring so."""
-    return handler.name in SERVICE_HANDLERS or getattr(handler, "open_to_services", False) is True
-
 
 DEFAULT_TASK_PAGE = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -78,7 +51,7 @@ class TaskService:
         *,
         queue: QueueStore | None = None,
         executor: Executor | None = None,
-        limits: Limits | None = None,
+        limits: tenancy.Limits | None = None,
     ) -> None:
         self._tasks = tasks
         self._executions = executions
@@ -86,8 +59,8 @@ class TaskService:
         self._clock = clock
         self._queue = queue
         self._executor = executor
-        self._limits = limits or Limits()
-        self._reserved = reserved_names()
+        self._limits = limits or tenancy.Limits()
+        self._reserved = tenancy.reserved_names()
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -96,10 +69,9 @@ class TaskService:
         validation.name(new.name)
         schedule = validation.schedule(new.schedule, new.timezone)
         handler = self._handler(new.handler)
-        self._may_register(new.name, handler)
+        tenancy.check_registration(new, handler, self._limits, self._reserved)
         metadata = validation.metadata(new.metadata)
         handler.validate(secrets.for_validation(metadata))
-        self._within_caps(new)
         now = self._clock.now()
         enabled = True if new.enabled is None else new.enabled
         task = Task(
@@ -122,35 +94,37 @@ class TaskService:
             owner=caller.owner_name(),
             history_retention=validation.history_retention(new.history_retention),
         )
-        return self._visible(self._tasks.insert(task))
+        return tenancy.visible_task(self._tasks.insert(task))
 
     def find(self, name: str) -> Task | None:
         """The stored task named ``name``, as it is (for the service itself, not for callers)."""
         return self._tasks.get(name)
 
     def get(self, name: str) -> Task:
-        return self._visible(self._current(self._find(name)))
+        return tenancy.visible_task(self._current(self._find(name)))
 
     def list(self, *, page_size: int, page_token: str) -> Page[Task]:
         size = validation.limit(page_size, "page_size", default=DEFAULT_TASK_PAGE)
         after = tokens.decode(page_token, "tasks")
         items = self._tasks.list(limit=size + 1, after_name=after)
         more = len(items) > size
-        items = [self._visible(self._current(t)) for t in items[:size]]
+        items = [tenancy.visible_task(self._current(t)) for t in items[:size]]
         return Page(items, tokens.encode("tasks", items[-1].name) if more else "")
 
     def enable(self, name: str) -> Task:
         task = self._owned(name)
         now = self._clock.now()
         next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
-        return self._visible(
+        return tenancy.visible_task(
             self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
         )
 
     def disable(self, name: str) -> Task:
         self._owned(name)
         now = self._clock.now()
-        return self._visible(self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now)))
+        return tenancy.visible_task(
+            self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        )
 
     def unregister(self, name: str) -> None:
         self._owned(name)
@@ -174,7 +148,7 @@ class TaskService:
                     extra={"task_name": existing.name, "handler": existing.handler, "owner": existing.owner},
                 )
                 continue
-            result.append(self._visible(self._current(existing)))
+            result.append(tenancy.visible_task(self._current(existing)))
         return result
 
     # --- executions ------------------------------------------------------------------------
@@ -253,7 +227,7 @@ class TaskService:
         items = self._executions.page(selector, limit=size + 1, task_name=name, after=after)
         if not items or caller.is_service():
             owner = self._find(name).owner  # NOT_FOUND for no such task; whose history a service reads
-            items = [self._visible_execution(e, owner) for e in items]
+            items = [tenancy.visible_execution(e, owner) for e in items]
         return _page(items, size, listing)
 
     def recent(self, *, limit: int, page_token: str, selector: HistoryFilter | None = None) -> Page[Execution]:
@@ -272,7 +246,7 @@ class TaskService:
             if execution.task_name not in owners:
                 task = self._tasks.get(execution.task_name)
                 owners[execution.task_name] = task.owner if task else None
-        return Page([self._visible_execution(e, owners[e.task_name]) for e in page.items], page.next_token)
+        return Page([tenancy.visible_execution(e, owners[e.task_name]) for e in page.items], page.next_token)
 
     # --- handlers and schedules ------------------------------------------------------------
 
@@ -300,51 +274,6 @@ class TaskService:
         task = self._find(name)
         caller.require_owner(task.owner, f"task {name!r}")
         return task
-
-    def _may_register(self, name: str, handler: Handler) -> None:
-        """PermissionDenied when a ``service`` caller takes a reserved name or a built-in data handler."""
-        if not caller.is_service():
-            return
-        if name in self._reserved:
-            raise PermissionDenied(
-                f"name: {name!r} is reserved for the service's default and maintenance tasks (admin only)",
-                reason="RESERVED_NAME",
-            )
-        if not open_to_services(handler):
-            raise PermissionDenied(
-                f"handler: {handler.name!r} works on platform data; only an admin may schedule it "
-                f"(service callers schedule {', '.join(sorted(SERVICE_HANDLERS))} and plugins open to services)",
-                reason="ADMIN_ONLY_HANDLER",
-            )
-
-    def _within_caps(self, new: NewTask) -> None:
-        """INVALID_ARGUMENT when the task asks for more memory or time than the operator allows."""
-        limits = self._limits
-        if new.memory_limit_mb is not None and new.memory_limit_mb > limits.max_memory_limit_mb:
-            raise InvalidArgument(
-                "memory_limit_mb",
-                f"{new.memory_limit_mb} MiB is above the operator's maximum of {limits.max_memory_limit_mb} MiB "
-                "(SCHEDULE_MAX_MEMORY_LIMIT_MB)",
-            )
-        if new.timeout is not None and new.timeout > limits.max_timeout:
-            raise InvalidArgument(
-                "timeout",
-                f"{new.timeout.total_seconds():g}s is above the operator's maximum of "
-                f"{limits.max_timeout.total_seconds():g}s (SCHEDULE_MAX_TASK_TIMEOUT_S)",
-            )
-
-    def _visible(self, task: Task) -> Task:
-        """The task as the current caller may see it: metadata for its owner and admins only (its secrets
-        are redacted where it is converted for an answer, api.convert)."""
-        if not caller.may_see_details(task.owner):
-            return dataclasses.replace(task, metadata={})
-        return task
-
-    def _visible_execution(self, execution: Execution, owner: str | None) -> Execution:
-        """Results, errors and tracebacks for the task's owner and admins; others see the outcome only."""
-        if caller.may_see_details(owner):
-            return execution
-        return dataclasses.replace(execution, result=None, error=None, traceback=None)
 
     def _handler(self, name: str, field: str = "handler") -> Handler:
         if not name:
