@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
@@ -37,8 +37,13 @@ TABLE: dict[str, dict[str, str]] = {
     "RedriveDeadLetter": {"other": DENIED, "owner": DENIED, "admin": NOT_FOUND},
     "DiscardDeadLetter": {"other": DENIED, "owner": DENIED, "admin": NOT_FOUND},
     "InitializeDefaultTasks": {"other": DENIED, "owner": DENIED, "admin": OK},
+    "RegisterTask": {"other": OK, "owner": OK, "admin": OK},  # a new task of the same kind (see below)
+    "WatchExecutions": {"other": OK, "owner": OK, "admin": OK},  # gRPC only: the shim routes unary calls
+    "RunTaskNow": {"other": DENIED, "owner": OK, "admin": OK},
     "UnregisterTask": {"other": DENIED, "owner": OK, "admin": OK},
 }
+# Registering a data-handler task is an admin's; alpha and beta are refused whichever task they own.
+DATA_REGISTRATION = {"other": DENIED, "owner": DENIED, "admin": OK}
 
 
 @pytest.fixture
@@ -48,7 +53,28 @@ def secured(database_url: str, clock: FakeClock) -> Iterator[Service]:
         yield service
 
 
-def _grpc_calls(stub: pb_grpc.ScheduleServiceStub, name: str) -> dict[str, Callable[[Any], object]]:
+def _first(stream: Any) -> object:
+    message = next(iter(stream))
+    stream.cancel()
+    return message
+
+
+def _new_task(name: str, handler: str, caller: str) -> pb.RegisterTaskRequest:
+    return pb.RegisterTaskRequest(
+        name=f"{name}-by-{caller}", schedule="@daily", handler=handler, metadata=_meta(handler)
+    )
+
+
+def _meta(handler: str) -> struct_pb2.Struct:
+    metadata = struct_pb2.Struct()
+    # Connection refused at once, and after the egress policy a denied loopback address: no network.
+    metadata.update({"url": "http://127.0.0.1:9/hook"} if handler == "http" else {"batchSize": 10})
+    return metadata
+
+
+def _grpc_calls(
+    stub: pb_grpc.ScheduleServiceStub, name: str, handler: str, caller: str
+) -> dict[str, Callable[[Any], object]]:
     return {
         "GetTask": lambda m: stub.GetTask(pb.GetTaskRequest(name=name), metadata=m),
         "ListTasks": lambda m: stub.ListTasks(pb.ListTasksRequest(), metadata=m),
@@ -63,11 +89,18 @@ def _grpc_calls(stub: pb_grpc.ScheduleServiceStub, name: str) -> dict[str, Calla
         "RedriveDeadLetter": lambda m: stub.RedriveDeadLetter(pb.RedriveDeadLetterRequest(id="dl_x"), metadata=m),
         "DiscardDeadLetter": lambda m: stub.DiscardDeadLetter(pb.DiscardDeadLetterRequest(id="dl_x"), metadata=m),
         "InitializeDefaultTasks": lambda m: stub.InitializeDefaultTasks(pb.InitializeDefaultTasksRequest(), metadata=m),
+        "RegisterTask": lambda m: stub.RegisterTask(_new_task(name, handler, caller), metadata=m),
+        "WatchExecutions": lambda m: _first(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=m, timeout=10)),
+        "RunTaskNow": lambda m: stub.RunTaskNow(pb.RunTaskNowRequest(name=name), metadata=m, timeout=60),
         "UnregisterTask": lambda m: stub.UnregisterTask(pb.UnregisterTaskRequest(name=name), metadata=m),
     }
 
 
-def _http_calls(http: httpx.Client, name: str) -> dict[str, Callable[[dict[str, str]], httpx.Response]]:
+def _http_calls(
+    http: httpx.Client, name: str, handler: str, caller: str
+) -> dict[str, Callable[[dict[str, str]], httpx.Response]]:
+    metadata: dict[str, Any] = {"url": "http://127.0.0.1:9/hook"} if handler == "http" else {"batchSize": 10}
+    new = {"name": f"{name}-by-{caller}", "schedule": "@daily", "handler": handler, "metadata": metadata}
     return {
         "GetTask": lambda h: http.get(f"/api/tasks/{name}", headers=h),
         "ListTasks": lambda h: http.get("/api/tasks", headers=h),
@@ -82,15 +115,19 @@ def _http_calls(http: httpx.Client, name: str) -> dict[str, Callable[[dict[str, 
         "RedriveDeadLetter": lambda h: http.post("/api/dead-letters/dl_x:redrive", headers=h),
         "DiscardDeadLetter": lambda h: http.delete("/api/dead-letters/dl_x", headers=h),
         "InitializeDefaultTasks": lambda h: http.post("/api/init", headers=h),
+        "RegisterTask": lambda h: http.post("/api/tasks", json=new, headers=h),
+        "RunTaskNow": lambda h: http.post(f"/api/tasks/{name}/run", headers=h),
         "UnregisterTask": lambda h: http.delete(f"/api/tasks/{name}", headers=h),
     }
 
 
 def _register(stub: pb_grpc.ScheduleServiceStub, name: str, handler: str, token: str) -> None:
-    metadata = struct_pb2.Struct()
-    metadata.update({"url": "https://example.com/hook"} if handler == "http" else {})
-    request = pb.RegisterTaskRequest(name=name, schedule="@daily", handler=handler, metadata=metadata)
+    request = pb.RegisterTaskRequest(name=name, schedule="@daily", handler=handler, metadata=_meta(handler))
     stub.RegisterTask(request, metadata=tuple(bearer(token).items()))
+
+
+def _names(stub: pb_grpc.ScheduleServiceStub) -> list[str]:
+    return [t.name for t in stub.ListTasks(pb.ListTasksRequest(), metadata=tuple(bearer("root-secret").items())).tasks]
 
 
 def _snapshot(stub: pb_grpc.ScheduleServiceStub, name: str) -> object:
@@ -114,23 +151,35 @@ def test_every_rpc_answers_each_caller_as_the_table_says(secured: Service, kind:
     ):
         stub = pb_grpc.ScheduleServiceStub(channel)
         _register(stub, name, handler, owner_token)
-        grpc_calls, http_calls = _grpc_calls(stub, name), _http_calls(http, name)
         for caller, token in CALLERS.items():
+            grpc_calls, http_calls = _grpc_calls(stub, name, handler, caller), _http_calls(http, name, handler, caller)
             for rpc, row in TABLE.items():
+                if transport == "http" and rpc == "WatchExecutions":
+                    continue
                 expected = UNAUTH if token is None else row[caller]
                 if kind == "data" and caller == "owner":
                     expected = row["other"]  # alpha does not own the admin's task
-                before = _snapshot(stub, name)
+                if kind == "data" and rpc == "RegisterTask" and token is not None:
+                    expected = DATA_REGISTRATION[caller]
+                before, names = _snapshot(stub, name), _names(stub)
+                answer: Any = None
                 if transport == "grpc":
                     try:
-                        grpc_calls[rpc](tuple(bearer(token).items()) if token else ())
+                        reply = grpc_calls[rpc](tuple(bearer(token).items()) if token else ())
+                        answer = json_format.MessageToDict(reply)  # type: ignore[arg-type]
                         got = OK
                     except grpc.RpcError as error:
                         got = error.code().name
                 else:
-                    got = HTTP_CODES.get(http_calls[rpc](bearer(token) if token else {}).status_code, "other")
+                    response = http_calls[rpc](bearer(token) if token else {})
+                    got, answer = HTTP_CODES.get(response.status_code, str(response.status_code)), response.json()
                 assert (caller, rpc, got) == (caller, rpc, expected)
                 if got != OK:
                     assert _snapshot(stub, name) == before, f"{rpc} by {caller} changed the task although refused"
+                    assert _names(stub) == names, f"{rpc} by {caller} added or removed a task although refused"
+                elif rpc == "GetTask":  # details for the owner and admins; the rest see that it exists
+                    owns = caller == "admin" or (caller == "owner" and kind == "http")
+                    assert answer["task"]["name"] == name and answer["task"]["schedule"] == "@daily"
+                    assert bool(answer["task"].get("metadata")) is owns, (caller, answer)
                 if rpc == "UnregisterTask" and got == OK:
                     _register(stub, name, handler, owner_token)  # for the next caller's row
