@@ -60,3 +60,41 @@ def test_references_resolve_from_files_and_refuse_escapes(tmp_path: Path) -> Non
         secrets.resolve({"x": {"secretRef": "../etc/passwd"}}, str(tmp_path))
     with pytest.raises(InvalidArgument, match=r"metadata\.headers\.Authorization"):
         secrets.for_validation({"headers": {"Authorization": {"secretRef": "a", "extra": 1}}})
+
+
+def test_log_records_of_any_logger_carry_urls_without_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from schedule_grpc import logs
+
+    logs.install_redaction()
+    logs.install_redaction()  # idempotent: one wrapper, not two
+    caplog.set_level(logging.INFO)
+    url = "https://svc:pw-4242x@api.example.com/v1?api_key=k-99887&page=2"
+    logging.getLogger("httpx").info('HTTP Request: %s %s "%s"', "POST", url, "HTTP/1.1 500")
+    logging.getLogger("schedule_grpc.test").warning("calling with Bearer abcdefgh12345678")
+    text = caplog.text
+    assert "pw-4242x" not in text and "k-99887" not in text and "abcdefgh12345678" not in text
+    assert "https://<redacted>@api.example.com/v1?api_key=<redacted>&page=2" in text
+
+
+def test_the_allowed_tables_refuse_the_services_own_in_any_case_or_schema() -> None:
+    from schedule_grpc.handlers import tables
+
+    allowed = tables.parse_handler_tables("cleanup-old-generations=generations|archive.Generations")[
+        "cleanup-old-generations"
+    ]
+    assert allowed == frozenset({"generations", "archive.generations"})
+    tables.check("GENERATIONS", "metadata.table", allowed)
+    tables.check("archive.generations", "metadata.table", allowed)
+    for name, says in [
+        ("other.generations", "not one this handler may touch"),
+        ("pg_catalog.pg_authid", "not one this handler may touch"),
+        ("sqlite_master", "not one this handler may touch"),
+        ("Scheduled_Tasks", "own tables"),
+        ("public.alembic_version", "own tables"),
+    ]:
+        with pytest.raises(InvalidArgument, match=says):
+            tables.check(name, "metadata.table", allowed | {name.lower()} if says == "own tables" else allowed)
+    with pytest.raises(ValueError, match="own tables"):
+        tables.parse_handler_tables("update-analytics=task_executions")
