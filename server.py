@@ -36,7 +36,7 @@ from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
-from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.handlers.registry import HandlerRegistry, default_registry, deny_own_endpoints, endpoints
 from schedule_grpc.observe import Observability
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.retention import RetentionPolicy
@@ -245,13 +245,29 @@ def build(
     )
     if settings.health_address:
         service.health_server, service.health_port = create_health_server(health_servicer, settings.health_address)
+    listeners: list[tuple[str, int]] = []
     if settings.http_address:
         # The shim reaches the API through a plaintext port on loopback, so it needs no client certificate;
         # callers still present their bearer token, which the shim passes on.
         local_port = server.add_insecure_port("127.0.0.1:0")
         app = schedule_app(f"127.0.0.1:{local_port}", max_body_bytes=settings.http_max_body_bytes)
         service.http = HttpShim(app, settings.http_address, grace_s=settings.shutdown_grace_s)
+        listeners.append(("127.0.0.1", local_port))
+    # Ports are bound now (port 0 picks one): tasks may never call the service's own listeners.
+    deny_own_endpoints(registry, listeners + _bound(settings, service))
     return service
+
+
+def _bound(settings: Settings, service: Service) -> list[tuple[str, int]]:
+    """(address, port) of each listener as bound: the configured host with the port actually taken."""
+    observed = service.observability.http if service.observability is not None else None
+    bound = [
+        (settings.grpc_address, service.port),
+        (settings.http_address, service.http.port if service.http is not None else None),
+        (settings.metrics_address, observed.port if observed is not None else None),
+        (settings.health_address, service.health_port),
+    ]
+    return [pair for address, port in bound if address and port for pair in endpoints(address, port)]
 
 
 def _alerts(settings: Settings) -> Alerts:

@@ -118,24 +118,39 @@ def egress_policy(settings: Settings) -> EgressPolicy:
     except ValueError as error:
         raise SettingsError(f"SCHEDULE_EGRESS_ALLOW/DENY: {error}") from None
     addresses = (settings.grpc_address, settings.http_address, settings.metrics_address, settings.health_address)
-    return policy.with_denied_endpoints(own for address in addresses if address for own in _endpoints(address))
+    return policy.with_denied_endpoints(own for address in addresses if address for own in endpoints(address))
 
 
-def _endpoints(address: str) -> list[tuple[str, int]]:
-    """(ip, port) pairs a listen address covers; a host name stands for every address."""
-    host, _, port = address.rpartition(":")
+def endpoints(address: str, bound_port: int | None = None) -> list[tuple[str, int]]:
+    """(ip, port) pairs a listen address covers (``bound_port``: the port it took, for port 0); a host
+    name stands for every address."""
+    host, _, port_text = address.rpartition(":")
     host = host.strip("[]")
-    if not port.isdigit() or int(port) == 0:
-        return []  # an ephemeral port (tests) is not known before the server binds
+    port = bound_port or (int(port_text) if port_text.isdigit() else 0)
+    if not port:
+        return []  # an ephemeral port is known once the server has bound it (deny_own_endpoints)
     if host == "localhost":
-        return [("127.0.0.1", int(port)), ("::1", int(port))]
+        return [("127.0.0.1", port), ("::1", port)]
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         ip = ipaddress.ip_address("::")
     if ip.is_unspecified:  # [::] listens on IPv4 too (dual stack)
-        return [("0.0.0.0", int(port)), ("::", int(port))]
-    return [(host, int(port))]
+        return [("0.0.0.0", port), ("::", port)]
+    return [(host, port)]
+
+
+def deny_own_endpoints(registry: HandlerRegistry, own: Iterable[tuple[str, int]]) -> None:
+    """Adds the service's listeners, as bound, to the egress policy of every handler that has one.
+
+    Called once the servers have bound their ports (port 0 takes one from the system), before any task
+    runs; handlers are sent to worker processes per execution, so the policy travels with them.
+    """
+    pairs = list(own)
+    for handler in registry.all():
+        policy = getattr(handler, "egress", None)
+        if isinstance(policy, EgressPolicy):
+            setattr(handler, "egress", policy.with_denied_endpoints(pairs))  # noqa: B010 - Handler declares no egress
 
 
 def plugin_handlers(settings: Settings, group: str = ENTRY_POINT_GROUP) -> list[Handler]:

@@ -209,3 +209,35 @@ def test_a_service_watches_the_events_of_its_own_tasks_only(database_url: str, c
     assert {e.task_name for e in everything} == {"alpha-ping", "beta-ping"}
     assert betas and {e.task_name for e in betas} == {"beta-ping"}
     assert len(betas) == sum(1 for e in everything if e.task_name == "beta-ping")
+
+
+def test_a_task_cannot_call_the_services_own_listeners_even_with_loopback_allowed(
+    database_url: str, clock: FakeClock
+) -> None:
+    from tests.handler_support import JsonServer, apis_guru_list
+
+    source = JsonServer()
+    source.routes["/v2/list.json"] = lambda _q, _b: (200, apis_guru_list(3))
+    settings: dict[str, Any] = {"auth_tokens": AUTH_TOKENS, "metrics_address": "127.0.0.1:0"}
+    try:
+        with (
+            serve(database_url, clock, egress_allow="127.0.0.0/8", **settings) as service,
+            grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+        ):
+            stub = pb_grpc.ScheduleServiceStub(channel)
+            assert service.observability is not None and service.observability.http is not None
+            own = {
+                "metrics": f"http://127.0.0.1:{service.observability.http.port}/metrics",
+                "shim": f"http://127.0.0.1:{service.http_port}/api/tasks",
+            }
+            for which, url in own.items():
+                _register(stub, ADMIN, f"own-{which}", "import-public-apis", {"url": url})
+                ran = stub.RunTaskNow(pb.RunTaskNowRequest(name=f"own-{which}"), metadata=_as(ADMIN), timeout=60)
+                assert not ran.success and ran.execution.error_category == pb.ERROR_CATEGORY_POLICY
+                assert "one of this service's own listeners" in ran.execution.error
+            # An allowed loopback target still works.
+            _register(stub, ADMIN, "apis", "import-public-apis", {"url": f"{source.base}/v2/list.json"})
+            ran = stub.RunTaskNow(pb.RunTaskNowRequest(name="apis"), metadata=_as(ADMIN), timeout=60)
+            assert ran.success, ran.message
+    finally:
+        source.close()
