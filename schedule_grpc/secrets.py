@@ -44,7 +44,9 @@ _SECRET_NAME = re.compile(
 _SECRET_PARAMS = frozenset({"key", "sig", "code", "apikey", "access_token", "client_secret", "x-amz-signature"})
 _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # Shapes of credentials in free text: user-info of a URL, credential query parameters, bearer tokens.
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]+)@")
+_URL_USERINFO = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/\s@?#]{1,512})@"
+)
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&#\s\"'<>]+)")
 _BEARER = re.compile(r"(?P<lead>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})", re.IGNORECASE)
 # Values shorter than this are not scrubbed from text by value (they would mangle unrelated words).
@@ -107,12 +109,17 @@ def scrub_text(text: str) -> str:
     """Text with credentials recognisable by their shape replaced (URL user-info, ``?api_key=``, bearer tokens)."""
     if not text:
         return text
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
-    text = _QUERY_PARAM.sub(
-        lambda m: f"{m['lead']}{REDACTED}" if _is_secret_param(m["name"]) else m.group(0),
-        text,
-    )
-    return _BEARER.sub(lambda m: f"{m['lead']}{REDACTED}", text)
+    # Cheap tests first: most text (logs, bodies) has none of these shapes.
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY_PARAM.sub(
+            lambda m: f"{m['lead']}{REDACTED}" if _is_secret_param(m["name"]) else m.group(0),
+            text,
+        )
+    if "earer" in text:
+        text = _BEARER.sub(lambda m: f"{m['lead']}{REDACTED}", text)
+    return text
 
 
 def _is_secret_param(name: str) -> bool:
