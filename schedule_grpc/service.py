@@ -168,20 +168,22 @@ class TaskService:
         self._tasks.set_last_run(task.id, now)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             try:
+                metadata = secrets.resolve(task.metadata, self._limits.secrets_dir)
+            except secrets.SecretUnavailable as error:
+                outcome = Outcome(
+                    ExecutionStatus.FAILED, self._clock.now(), error=str(error), error_category=error.category
+                )
+            else:
                 context = HandlerContext(
                     execution_id=execution.id,
                     task_id=task.id,
                     task_name=task.name,
                     scheduled_for=now,
                     attempt=1,
-                    metadata=secrets.resolve(task.metadata, self._limits.secrets_dir),
+                    metadata=metadata,
                     timeout=task.timeout,
                 )
                 outcome = run_handler(handler, context, self._clock)
-            except secrets.SecretUnavailable as error:
-                outcome = Outcome(
-                    ExecutionStatus.FAILED, self._clock.now(), error=str(error), error_category=error.category
-                )
             outcome = secrets.scrub_outcome(outcome, task.metadata, self._limits.secrets_dir)
             finished = self._executions.finish(execution.id, outcome)
             log.info("execution finished", extra={"status": outcome.status.value, "trigger": "manual"})
