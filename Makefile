@@ -19,7 +19,8 @@ install: $(STAMP)
 
 run: install  ## serve on loopback, open (no credentials), on the SQLite default (migrates first)
 	SCHEDULE_GRPC_ADDRESS=$${SCHEDULE_GRPC_ADDRESS:-127.0.0.1:50051} \
-	SCHEDULE_HTTP_ADDRESS=$${SCHEDULE_HTTP_ADDRESS:-127.0.0.1:8080} $(PY) server.py
+	SCHEDULE_HTTP_ADDRESS=$${SCHEDULE_HTTP_ADDRESS:-127.0.0.1:8080} \
+	SCHEDULE_EGRESS_ALLOW=$${SCHEDULE_EGRESS_ALLOW:-127.0.0.0/8,::1} $(PY) server.py
 
 test: install  ## the whole suite, with line coverage
 	$(PY) -m pytest $(PYTEST_ARGS)

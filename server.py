@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 import grpc
@@ -36,7 +37,7 @@ from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
-from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.handlers.registry import HandlerRegistry, default_registry, deny_own_endpoints, endpoints
 from schedule_grpc.observe import Observability
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.retention import RetentionPolicy
@@ -50,6 +51,7 @@ from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import Quota, TaskStore
+from schedule_grpc.tenancy import Limits
 
 log = logging.getLogger("schedule_grpc")
 
@@ -180,13 +182,26 @@ def build(
             lease_s=settings.executor_lease_s,
             memory_limit_mb=settings.executor_memory_limit_mb,
             shutdown_grace_s=settings.shutdown_grace_s,
+            secrets_dir=settings.secrets_dir,
         ),
         on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
     quota = Quota(settings.max_tasks_per_caller, settings.max_metadata_bytes_per_caller)
+    limits = Limits(
+        max_memory_limit_mb=settings.max_memory_limit_mb,
+        max_timeout=timedelta(seconds=settings.max_task_timeout_s),
+        secrets_dir=settings.secrets_dir,
+    )
     tasks = TaskService(
-        task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor, quota=quota
+        task_store,
+        ExecutionStore(engine),
+        registry,
+        clock,
+        queue=queue,
+        executor=executor,
+        quota=quota,
+        limits=limits,
     )
     operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
     limiter = RateLimiter(
@@ -258,13 +273,29 @@ def build(
     )
     if settings.health_address:
         service.health_server, service.health_port = create_health_server(health_servicer, settings.health_address)
+    listeners: list[tuple[str, int]] = []
     if settings.http_address:
         # The shim reaches the API through a plaintext port on loopback, so it needs no client certificate;
         # callers still present their bearer token, which the shim passes on.
         local_port = server.add_insecure_port("127.0.0.1:0")
         app = schedule_app(f"127.0.0.1:{local_port}", max_body_bytes=settings.http_max_body_bytes)
         service.http = HttpShim(app, settings.http_address, grace_s=settings.shutdown_grace_s)
+        listeners.append(("127.0.0.1", local_port))
+    # Ports are bound now (port 0 picks one): tasks may never call the service's own listeners.
+    deny_own_endpoints(registry, listeners + _bound(settings, service))
     return service
+
+
+def _bound(settings: Settings, service: Service) -> list[tuple[str, int]]:
+    """(address, port) of each listener as bound: the configured host with the port actually taken."""
+    observed = service.observability.http if service.observability is not None else None
+    bound = [
+        (settings.grpc_address, service.port),
+        (settings.http_address, service.http.port if service.http is not None else None),
+        (settings.metrics_address, observed.port if observed is not None else None),
+        (settings.health_address, service.health_port),
+    ]
+    return [pair for address, port in bound if address and port for pair in endpoints(address, port)]
 
 
 def _alerts(settings: Settings) -> Alerts:
@@ -307,6 +338,7 @@ def main() -> int:
     if service.tasks is not None:  # before serving, so the first ListTasks already shows it
         try:
             retention.install_maintenance_task(service.tasks.register, settings.retention_schedule)
+            retention.check_maintenance_task(service.tasks.find)
         except Exception:  # the database may be down now; the next start installs it
             log.exception("could not install the built-in retention task")
     service.start()

@@ -20,6 +20,7 @@ from typing import Protocol
 import backoff
 
 from schedule_grpc.models import JSON, Execution, Task
+from schedule_grpc.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ class LogAlerts:
     """Alerts when no SMTP server is configured: a warning in the log."""
 
     def send(self, email: Email) -> None:
-        log.warning("alert (no SMTP server configured): %s", email.subject, extra={"alert_body": email.body})
+        log.warning(
+            "alert (no SMTP server configured): %s",
+            scrub_text(email.subject),
+            extra={"alert_body": scrub_text(email.body)},
+        )
 
 
 class EmailAlerts:
@@ -127,10 +132,10 @@ class EmailAlerts:
     def _deliver(self, email: Email) -> None:
         config = self._config
         message = EmailMessage()
-        message["Subject"] = email.subject
+        message["Subject"] = scrub_text(email.subject)  # credentials in URLs never leave in an email
         message["From"] = config.sender
         message["To"] = ", ".join(config.recipients)
-        message.set_content(email.body)
+        message.set_content(scrub_text(email.body))
         with smtplib.SMTP(config.host, config.port, timeout=config.timeout_s) as smtp:
             if config.starttls:
                 smtp.starttls(context=ssl.create_default_context(cafile=config.ca_file or None))

@@ -71,3 +71,16 @@ def require_owner(owner: str | None, what: str) -> None:
         f"{what} belongs to {owner or 'no caller'}; only its owner or an admin may change it",
         reason="NOT_OWNER",
     )
+
+
+def may_see_details(owner: str | None) -> bool:
+    """Whether the current caller may read the metadata, results, errors and tracebacks of a resource
+    owned by ``owner``: its owner and admins (and everyone while the service runs open)."""
+    caller = current()
+    return caller is None or caller.is_admin or (owner is not None and owner == caller.name)
+
+
+def is_service() -> bool:
+    """Whether the current caller is an authenticated ``service`` (not an admin, not an open service)."""
+    caller = current()
+    return caller is not None and not caller.is_admin

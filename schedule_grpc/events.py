@@ -80,3 +80,5 @@ class EventFilter:
     task_names: Collection[str] = field(default_factory=frozenset)
     kinds: Collection[EventKind] = field(default_factory=frozenset)
     statuses: Collection[ExecutionStatus] = field(default_factory=frozenset)
+    # Only events of tasks owned by this caller (a ``service`` caller watches its own tasks only).
+    owner: str | None = None

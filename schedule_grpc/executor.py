@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from schedule_grpc import logs, retry
+from schedule_grpc import logs, retry, secrets
 from schedule_grpc.alerts import Alerts, dead_letter_email, failure_email, reported_alerts
 from schedule_grpc.clock import Clock
 from schedule_grpc.handlers.base import HandlerContext
@@ -42,6 +42,7 @@ class ExecutorConfig:
     lease_s: float = 30.0
     memory_limit_mb: int = 512
     shutdown_grace_s: float = 10.0
+    secrets_dir: str = ""  # where metadata's {"secretRef": ...} files are read (schedule_grpc.secrets)
 
 
 @dataclass
@@ -222,7 +223,10 @@ class Executor:
                 return  # the row says cancelled already; nothing to record
             if slot.stop_reason == "shutdown":
                 attempt = replica_stopped(self.owner)
-            outcome = attempt.at(self._clock.now())
+            # No stored error, result or traceback keeps a secret of the task's metadata.
+            outcome = secrets.scrub_outcome(
+                attempt.at(self._clock.now()), claimed.task.metadata, self._config.secrets_dir
+            )
             recorded = self._queue.record(claimed, self.owner, outcome, self._follow_up(claimed, outcome))
             if recorded is not None:
                 done = recorded.execution
@@ -257,13 +261,17 @@ class Executor:
                 error=f"unknown handler {task.handler!r} on replica {self.owner}",
                 error_category=ErrorCategory.LOGIC,
             )
+        try:
+            metadata = secrets.resolve(task.metadata, self._config.secrets_dir)
+        except secrets.SecretUnavailable as error:
+            return Attempt(status=ExecutionStatus.FAILED, error=str(error), error_category=error.category)
         context = HandlerContext(
             execution_id=execution.id,
             task_id=task.id,
             task_name=task.name,
             scheduled_for=execution.scheduled_for,
             attempt=execution.attempt,
-            metadata=task.metadata,
+            metadata=metadata,
             timeout=task.timeout,
         )
         memory = task.memory_limit_mb or self._config.memory_limit_mb

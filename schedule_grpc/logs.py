@@ -51,6 +51,44 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def install_redaction() -> None:
+    """Makes every log record, of any logger and handler, carry its message with credentials replaced
+    (URL user-info, ``?api_key=``, bearer tokens): libraries log request URLs as they were given."""
+    from schedule_grpc.secrets import scrub_text
+
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacting", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        message = record.getMessage()
+        scrubbed = scrub_text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return record
+
+    make.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces credentials recognisable by their shape (URL user-info, ``?api_key=``, bearer tokens) in a
+    record's message and string fields: libraries log request URLs (httpx at INFO) as they were given."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from schedule_grpc.secrets import scrub_text
+
+        message = record.getMessage()
+        scrubbed = scrub_text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        for key, value in vars(record).items():
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, scrub_text(value))
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line with its `extra` fields."""
 
@@ -77,6 +115,8 @@ def configure(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
+    install_redaction()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy import Engine
 
+from schedule_grpc.caller import Caller, Role, acting_as
 from schedule_grpc.clock import Clock
 from schedule_grpc.metrics import DatabaseCollector, EventCounter, Metrics
 from schedule_grpc.models import Execution, ExecutionStatus
@@ -30,6 +31,9 @@ _DELETED = {
     "dead_letters": "deletedDeadLetters",
     "execution_events": "deletedEvents",
 }
+
+# The anonymous reader of /status when credentials are configured: a service that owns no task.
+STATUS_PAGE_VIEWER = Caller("(status page)", Role.SERVICE)
 
 
 class Observability:
@@ -89,11 +93,19 @@ class Observability:
         if not self.settings.metrics_address:
             return
         page = StatusPage(tasks, self.observations, self._clock)
+        render = page.render
+        if self.settings.auth_tokens or self.settings.grpc_tls_client_ca_file:
+            # Nobody is authenticated on this port: with credentials configured, the page shows what any
+            # service caller sees of others' tasks (existence, schedule, state, outcomes), never errors.
+            def render() -> str:
+                with acting_as(STATUS_PAGE_VIEWER):
+                    return page.render()
+
         self.http = ObservabilityServer(
             self.settings.metrics_address,
             self.metrics.registry,
             before_scrape=self.counter.catch_up,
-            status_page=page.render,
+            status_page=render,
         )
 
     def start(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from schedule_grpc import caller, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -56,7 +58,17 @@ class QueueService:
         items = self._dead_letters.list(limit=size + 1, before_id=tokens.decode(page_token, listing), task_id=task_id)
         more = len(items) > size
         items = items[:size]
-        return Page(items, tokens.encode(listing, items[-1].id) if more else "")
+        next_token = tokens.encode(listing, items[-1].id) if more else ""
+        if not caller.is_service():  # admins (and everyone while open) see every detail
+            return Page(items, next_token)
+        return Page([self._visible(letter) for letter in items], next_token)
+
+    def _visible(self, letter: DeadLetter) -> DeadLetter:
+        """The dead letter's error for the task's owner and admins only."""
+        task = self._tasks.get(letter.task_name)
+        if caller.may_see_details(task.owner if task else None):
+            return letter
+        return dataclasses.replace(letter, error=None)
 
     def redrive(self, letter_id: str) -> Execution:
         """Queues a new attempt of the dead letter's occurrence, due now, and removes the dead letter."""

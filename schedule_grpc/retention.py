@@ -14,6 +14,7 @@ from functools import partial
 
 from schedule_grpc.clock import Clock
 from schedule_grpc.errors import AlreadyExists
+from schedule_grpc.models import Task
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.events import EventStore
 from schedule_grpc.store.retention import RetentionStore
@@ -145,3 +146,19 @@ def install_maintenance_task(register: Callable[[NewTask], object], schedule: st
         return False
     log.info("installed the built-in retention task", extra={"task_name": TASK_NAME, "schedule": schedule})
     return True
+
+
+def check_maintenance_task(get: Callable[[str], Task | None]) -> bool:
+    """Whether the task named like the retention task is the service's own: the retention handler, and
+    installed by the service (no owner). Says so loudly when it is not: retention would never run."""
+    task = get(TASK_NAME)
+    if task is None:
+        return False
+    if task.handler == TASK_NAME and task.owner is None:
+        return True
+    log.error(
+        "the retention task's name is held by another task: executions, dead letters and events are NOT being "
+        "deleted; an admin should unregister it (the next start installs the real one)",
+        extra={"task_name": TASK_NAME, "handler": task.handler, "owner": task.owner},
+    )
+    return False

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import caller, logs, tokens, validation
+from schedule_grpc import caller, logs, secrets, tenancy, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
 from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
@@ -17,7 +17,7 @@ from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
+from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Page, Task, Trigger
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import Quota, TaskStore
@@ -54,6 +54,7 @@ class TaskService:
         queue: QueueStore | None = None,
         executor: Executor | None = None,
         quota: Quota | None = None,
+        limits: tenancy.Limits | None = None,
     ) -> None:
         self._quota = quota
         self._tasks = tasks
@@ -62,6 +63,8 @@ class TaskService:
         self._clock = clock
         self._queue = queue
         self._executor = executor
+        self._limits = limits or tenancy.Limits()
+        self._reserved = tenancy.reserved_names()
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -70,8 +73,9 @@ class TaskService:
         validation.name(new.name)
         schedule = validation.schedule(new.schedule, new.timezone)
         handler = self._handler(new.handler)
+        tenancy.check_registration(new, handler, self._limits, self._reserved)
         metadata = validation.metadata(new.metadata)
-        handler.validate(metadata)
+        handler.validate(secrets.for_validation(metadata))
         now = self._clock.now()
         enabled = True if new.enabled is None else new.enabled
         task = Task(
@@ -94,29 +98,37 @@ class TaskService:
             owner=caller.owner_name(),
             history_retention=validation.history_retention(new.history_retention),
         )
-        return self._tasks.insert(task, self._quota)
+        return tenancy.visible_task(self._tasks.insert(task, self._quota))
+
+    def find(self, name: str) -> Task | None:
+        """The stored task named ``name``, as it is (for the service itself, not for callers)."""
+        return self._tasks.get(name)
 
     def get(self, name: str) -> Task:
-        return self._current(self._find(name))
+        return tenancy.visible_task(self._current(self._find(name)))
 
     def list(self, *, page_size: int, page_token: str) -> Page[Task]:
         size = validation.limit(page_size, "page_size", default=DEFAULT_TASK_PAGE)
         after = tokens.decode(page_token, "tasks")
         items = self._tasks.list(limit=size + 1, after_name=after)
         more = len(items) > size
-        items = [self._current(t) for t in items[:size]]
+        items = [tenancy.visible_task(self._current(t)) for t in items[:size]]
         return Page(items, tokens.encode("tasks", items[-1].name) if more else "")
 
     def enable(self, name: str) -> Task:
         task = self._owned(name)
         now = self._clock.now()
         next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
-        return self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
+        return tenancy.visible_task(
+            self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
+        )
 
     def disable(self, name: str) -> Task:
         self._owned(name)
         now = self._clock.now()
-        return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        return tenancy.visible_task(
+            self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        )
 
     def unregister(self, name: str) -> None:
         task = self._owned(name)
@@ -136,7 +148,13 @@ class TaskService:
                     existing = self.register(new)
                 except AlreadyExists:  # installed concurrently by another call: keep that one
                     existing = self._find(new.name)
-            result.append(self._current(existing))
+            if existing.handler != new.handler:  # a task that took the name before names were reserved
+                log.error(
+                    "a task holds a default task's name with another handler; it is not the default",
+                    extra={"task_name": existing.name, "handler": existing.handler, "owner": existing.owner},
+                )
+                continue
+            result.append(tenancy.visible_task(self._current(existing)))
         return result
 
     # --- executions ------------------------------------------------------------------------
@@ -157,17 +175,25 @@ class TaskService:
             return self._run_queued(task, now, wait_s, is_active or (lambda: True))
         execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
         self._tasks.set_last_run(task.id, now)
-        context = HandlerContext(
-            execution_id=execution.id,
-            task_id=task.id,
-            task_name=task.name,
-            scheduled_for=now,
-            attempt=1,
-            metadata=task.metadata,
-            timeout=task.timeout,
-        )
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
-            outcome = run_handler(handler, context, self._clock)
+            try:
+                metadata = secrets.resolve(task.metadata, self._limits.secrets_dir)
+            except secrets.SecretUnavailable as error:
+                outcome = Outcome(
+                    ExecutionStatus.FAILED, self._clock.now(), error=str(error), error_category=error.category
+                )
+            else:
+                context = HandlerContext(
+                    execution_id=execution.id,
+                    task_id=task.id,
+                    task_name=task.name,
+                    scheduled_for=now,
+                    attempt=1,
+                    metadata=metadata,
+                    timeout=task.timeout,
+                )
+                outcome = run_handler(handler, context, self._clock)
+            outcome = secrets.scrub_outcome(outcome, task.metadata, self._limits.secrets_dir)
             finished = self._executions.finish(execution.id, outcome)
             log.info("execution finished", extra={"status": outcome.status.value, "trigger": "manual"})
         if finished is None:  # the task was deleted while it ran: report what happened anyway
@@ -210,8 +236,9 @@ class TaskService:
         listing = f"history:{name}:{selector.fingerprint()}"
         after = decode_key(page_token, listing)
         items = self._executions.page(selector, limit=size + 1, task_name=name, after=after)
-        if not items:
-            self._find(name)  # an empty history, or no such task?
+        if not items or caller.is_service():
+            owner = self._find(name).owner  # NOT_FOUND for no such task; whose history a service reads
+            items = [tenancy.visible_execution(e, owner) for e in items]
         return _page(items, size, listing)
 
     def recent(self, *, limit: int, page_token: str, selector: HistoryFilter | None = None) -> Page[Execution]:
@@ -222,7 +249,15 @@ class TaskService:
             validation.name(task_name, "task_names")
         listing = f"recent:{selector.fingerprint()}"
         items = self._executions.page(selector, limit=size + 1, after=decode_key(page_token, listing))
-        return _page(items, size, listing)
+        page = _page(items, size, listing)
+        if not caller.is_service():  # admins (and everyone while open) see every detail
+            return page
+        owners: dict[str, str | None] = {}
+        for execution in page.items:
+            if execution.task_name not in owners:
+                task = self._tasks.get(execution.task_name)
+                owners[execution.task_name] = task.owner if task else None
+        return Page([tenancy.visible_execution(e, owners[e.task_name]) for e in page.items], page.next_token)
 
     # --- handlers and schedules ------------------------------------------------------------
 

@@ -111,6 +111,30 @@ def _schedule(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> str:
+    from schedule_grpc.egress import EgressPolicy
+
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    EgressPolicy.parse(entries)  # raises ValueError naming the bad entry
+    return ",".join(entries)
+
+
+def _directory(value: str) -> str:
+    import os
+
+    if not os.path.isdir(value):
+        raise ValueError("is not a directory")
+    return value
+
+
+def _handler_tables(value: str) -> str:
+    """``handler=table|schema.table,...``: validated names; the service's own tables are refused."""
+    from schedule_grpc.handlers.tables import parse_handler_tables
+
+    parse_handler_tables(value)
+    return value.strip()
+
+
 def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
@@ -257,6 +281,30 @@ class Settings:
     )
     handler_http_timeout_s: float = _setting(
         30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
+    )
+
+    # --- tenancy: what a task may reach, and what callers may ask for ---
+    egress_allow: str = _setting(
+        "",
+        _networks,
+        "Networks (comma-separated CIDRs) tasks may reach though denied by default, e.g. 127.0.0.0/8,10.0.0.0/8.",
+    )
+    egress_deny: str = _setting("", _networks, "Networks (comma-separated CIDRs) tasks may never connect to.")
+    secrets_dir: str = _setting(
+        "",
+        _directory,
+        'Directory of the secret files metadata {"secretRef": "<file>"} names (e.g. a Kubernetes secret volume).',
+    )
+    handler_tables: str = _setting(
+        "",
+        _handler_tables,
+        "Tables each data handler may touch: handler=table|schema.table,...; a handler not listed keeps its defaults.",
+    )
+    max_memory_limit_mb: int = _setting(
+        4096, _positive(int), "Largest memory_limit_mb a task may set (MiB); larger values are refused."
+    )
+    max_task_timeout_s: float = _setting(
+        6 * 3600.0, _positive(float), "Longest timeout a task may set (seconds); longer values are refused."
     )
 
     metrics_address: str = _setting(

@@ -6,12 +6,13 @@ Readers wake on a database notification (Postgres, any replica's writes) or ever
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from schedule_grpc import validation
+from schedule_grpc import caller, validation
 from schedule_grpc.errors import FailedPrecondition, ResourceExhausted
 from schedule_grpc.events import EventFilter, ExecutionEvent, Position
 from schedule_grpc.store.events import EventStore
@@ -88,6 +89,8 @@ class WatchService:
         """Validates first (errors before the first message), then yields until ``is_active`` turns false."""
         for name in selector.task_names:
             validation.name(name, "task_names")
+        if caller.is_service():  # a service sees the events of its own tasks only
+            selector = dataclasses.replace(selector, owner=caller.owner_name())
         start = Position.decode(cursor)
         if start is not None and start != Position() and not self._store.exists(start):
             raise FailedPrecondition(

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 
+from schedule_grpc import secrets
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import Handler
 from schedule_grpc.models import DeadLetter, ErrorCategory, Execution, ExecutionStatus, OverlapPolicy, Task, Trigger
@@ -107,7 +108,7 @@ def task_to_pb(task: Task) -> pb.Task:
         schedule=task.schedule,
         handler=task.handler,
         enabled=task.enabled,
-        metadata=_struct(task.metadata),
+        metadata=_struct(secrets.redact(task.metadata)),  # secrets are write-only
         last_run=optional_timestamp(task.last_run),
         next_run=optional_timestamp(task.next_run),
         created_at=timestamp(task.created_at),

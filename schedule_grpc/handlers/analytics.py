@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.handlers import common
+from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import analytics, backup, platform
@@ -68,23 +68,28 @@ class UpdateAnalyticsHandler:
         "the last hour and day, platform table sizes) into analytics_snapshots. Metadata: tables."
     )
 
-    def __init__(self, *, service_database_url: str, platform_database_url: str) -> None:
+    def __init__(
+        self, *, service_database_url: str, platform_database_url: str, allowed_tables: frozenset[str] | None = None
+    ) -> None:
         self.service_database_url = service_database_url
         self.platform_database_url = platform_database_url
+        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset(platform_metadata.tables)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._tables(metadata)
 
     def _tables(self, metadata: Mapping[str, JSON]) -> list[str]:
-        value = metadata.get("tables", sorted(platform_metadata.tables))
+        value = metadata.get("tables", sorted(self.allowed_tables))
         if not isinstance(value, list) or not all(
             isinstance(v, str) and platform.is_identifier(v, qualified=True) for v in value
         ):
             raise InvalidArgument("metadata.tables", "must be a list of table names")
+        for index, name in enumerate(value):
+            tables.check(str(name), f"metadata.tables[{index}]", self.allowed_tables)
         return [str(v) for v in value]
 
     def run(self, context: HandlerContext) -> JSON:
-        tables = self._tables(context.metadata)
+        names = tables.at_execution(lambda: self._tables(context.metadata))
         now = context.scheduled_for
         with platform.connect(self.service_database_url) as engine:
             total, enabled = analytics.task_counts(engine)
@@ -93,7 +98,7 @@ class UpdateAnalyticsHandler:
                 for label, span in WINDOWS.items()
             }
         with platform.connect(self.platform_database_url) as engine:
-            counts = platform.row_counts(engine, tables)
+            counts = platform.row_counts(engine, names)
             snapshot: dict[str, JSON] = {
                 "computedFor": _iso(now),
                 "tasks": {"total": total, "enabled": enabled},

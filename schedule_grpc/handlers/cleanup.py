@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
-from schedule_grpc.handlers import common
+from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.models import JSON
 from schedule_grpc.store import platform
@@ -35,6 +35,7 @@ class CleanupHandler:
         time_column: str,
         result_key: str,
         max_age_days: int | None = None,
+        allowed_tables: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.database_url = database_url
@@ -42,6 +43,7 @@ class CleanupHandler:
         self.time_column = time_column
         self.result_key = result_key
         self.max_age_days = max_age_days
+        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset({table})
         age = f"maxAgeDays (default {max_age_days}), " if max_age_days is not None else ""
         self.description = (
             f"{description} Metadata: table (default {table}), keyColumn (default id), timeColumn "
@@ -54,7 +56,7 @@ class CleanupHandler:
 
     def _options(self, metadata: Mapping[str, JSON]) -> dict[str, object]:
         options: dict[str, object] = {
-            "table_name": common.identifier(metadata, "table", self.table, qualified=True),
+            "table_name": tables.table(metadata, "table", self.table, self.allowed_tables),
             "key_column": common.identifier(metadata, "keyColumn", "id"),
             "time_column": common.identifier(metadata, "timeColumn", self.time_column),
             "batch_size": common.integer(metadata, "batchSize", DEFAULT_BATCH, minimum=1, maximum=100_000),
@@ -67,7 +69,7 @@ class CleanupHandler:
         return options
 
     def run(self, context: HandlerContext) -> JSON:
-        options = self._options(context.metadata)
+        options = tables.at_execution(lambda: self._options(context.metadata))
         max_age_days = options.pop("max_age_days", None)
         before = context.scheduled_for
         if isinstance(max_age_days, int):
@@ -84,9 +86,9 @@ class CleanupHandler:
         }
 
 
-def cleanup_handlers(database_url: str) -> list[CleanupHandler]:
-    """The seed's three cleanup handlers."""
-    return [
+def cleanup_handlers(database_url: str, allowed: Mapping[str, frozenset[str]] | None = None) -> list[CleanupHandler]:
+    """The seed's three cleanup handlers; ``allowed`` overrides the tables each may touch (default: its own)."""
+    handlers = [
         CleanupHandler(
             name="cleanup-expired-sessions",
             description="Deletes expired user sessions.",
@@ -113,3 +115,6 @@ def cleanup_handlers(database_url: str) -> list[CleanupHandler]:
             max_age_days=30,
         ),
     ]
+    for handler in handlers:
+        handler.allowed_tables = tables.allowed_tables(handler.name, [handler.table], allowed or {})
+    return handlers

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from schedule_grpc.handlers import common
+from schedule_grpc.egress import EgressPolicy
+from schedule_grpc.handlers import common, outbound, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import platform
@@ -31,11 +32,20 @@ class ProviderError(Exception):
         self.transient = transient
 
 
-def embed(url: str, model: str, api_key: str, texts: Sequence[str], *, timeout_s: float) -> list[list[float]]:
+def embed(
+    url: str,
+    model: str,
+    api_key: str,
+    texts: Sequence[str],
+    *,
+    timeout_s: float,
+    egress: EgressPolicy | None = None,
+) -> list[list[float]]:
     """One ``POST /v1/embeddings`` call; the vectors in input order."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.post(url, json={"model": model, "input": list(texts)}, headers=headers, timeout=timeout_s)
+        with outbound.client(egress, timeout_s=timeout_s) as client:
+            response = client.post(url, json={"model": model, "input": list(texts)}, headers=headers)
     except httpx.HTTPError as error:
         raise ProviderError(f"embeddings endpoint unreachable: {error}", transient=True) from error
     if response.status_code != 200:
@@ -71,8 +81,12 @@ class EmbeddingsHandler:
         api_key: str,
         batch_size: int,
         timeout_s: float,
+        allowed_tables: frozenset[str] | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.name = name
+        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset({table})
+        self.egress = egress
         self.database_url = database_url
         self.table = table
         self.text_column = text_column
@@ -92,7 +106,7 @@ class EmbeddingsHandler:
 
     def _options(self, metadata: Mapping[str, JSON]) -> tuple[platform.EmbeddingColumns, int, int]:
         columns = platform.EmbeddingColumns(
-            table=common.identifier(metadata, "table", self.table, qualified=True),
+            table=tables.table(metadata, "table", self.table, self.allowed_tables),
             id=common.identifier(metadata, "idColumn", "id"),
             text=common.identifier(metadata, "textColumn", self.text_column),
             embedding=common.identifier(metadata, "embeddingColumn", "embedding"),
@@ -106,7 +120,7 @@ class EmbeddingsHandler:
     def run(self, context: HandlerContext) -> JSON:
         if not self.url:
             raise HandlerFailed("SCHEDULE_EMBEDDINGS_URL is not set: no embeddings provider", ErrorCategory.LOGIC)
-        columns, batch_size, max_rows = self._options(context.metadata)
+        columns, batch_size, max_rows = tables.at_execution(lambda: self._options(context.metadata))
         embedded = seen = 0
         failed: list[dict[str, str]] = []
         after: str | None = None
@@ -141,7 +155,8 @@ class EmbeddingsHandler:
     def _embed_batch(self, rows: Sequence[tuple[str, str]]) -> tuple[dict[str, list[float]], list[dict[str, str]]]:
         """Vectors by row id, and the rows that failed with why. A refused batch is retried row by row."""
         try:
-            vectors = embed(self.url, self.model, self.api_key, [t for _, t in rows], timeout_s=self.timeout_s)
+            texts = [t for _, t in rows]
+            vectors = embed(self.url, self.model, self.api_key, texts, timeout_s=self.timeout_s, egress=self.egress)
             return {row_id: v for (row_id, _), v in zip(rows, vectors, strict=True)}, []
         except ProviderError as error:
             if len(rows) == 1:
@@ -158,10 +173,19 @@ class EmbeddingsHandler:
 
 
 def embeddings_handlers(
-    database_url: str, *, url: str, model: str, api_key: str, batch_size: int, timeout_s: float
+    database_url: str,
+    *,
+    url: str,
+    model: str,
+    api_key: str,
+    batch_size: int,
+    timeout_s: float,
+    allowed: Mapping[str, frozenset[str]] | None = None,
+    egress: EgressPolicy | None = None,
 ) -> list[EmbeddingsHandler]:
-    """The seed's two embedding handlers."""
+    """The seed's two embedding handlers; ``allowed`` overrides the tables each may touch (default: its own)."""
     shared = {
+        "egress": egress,
         "database_url": database_url,
         "url": url,
         "model": model,
@@ -169,7 +193,7 @@ def embeddings_handlers(
         "batch_size": batch_size,
         "timeout_s": timeout_s,
     }
-    return [
+    handlers = [
         EmbeddingsHandler(
             name="generate-missing-embeddings",
             description="Generates embeddings for entities that have none.",
@@ -185,3 +209,6 @@ def embeddings_handlers(
             **shared,  # type: ignore[arg-type]
         ),
     ]
+    for handler in handlers:
+        handler.allowed_tables = tables.allowed_tables(handler.name, [handler.table], allowed or {})
+    return handlers

@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers import common
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
@@ -76,6 +77,9 @@ class GrpcHandler:
         "(host:port), method (package.Service/Method), request (JSON), timeoutSeconds (default 30), tls, "
         "caCertificate (PEM), serverName, bearerToken (needs tls), headers."
     )
+
+    def __init__(self, *, egress: EgressPolicy | None = None) -> None:
+        self.egress = egress
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         target = metadata.get("target")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpcore  # noqa: F401 - see below
 import httpx
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
@@ -57,6 +58,9 @@ class HttpHandler:
         "Calls a webhook. Metadata: url (required), method (default POST), headers, body (JSON), "
         "timeoutSeconds (default 30), expectedStatus (default any 2xx)."
     )
+
+    def __init__(self, *, egress: EgressPolicy | None = None) -> None:
+        self.egress = egress
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         url = metadata.get("url")

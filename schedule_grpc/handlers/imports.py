@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from schedule_grpc.handlers import common
+from schedule_grpc.egress import EgressPolicy
+from schedule_grpc.handlers import common, outbound
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import imports, platform
@@ -89,7 +90,13 @@ def mcp_server_row(item: Mapping[str, Any], now: datetime) -> dict[str, Any] | N
 
 
 def fetch_mcp_servers(
-    base_url: str, *, page_size: int, max_pages: int, timeout_s: float, now: datetime
+    base_url: str,
+    *,
+    page_size: int,
+    max_pages: int,
+    timeout_s: float,
+    now: datetime,
+    egress: EgressPolicy | None = None,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Every server of the registry: (rows, pages read, entries skipped)."""
     url = base_url.rstrip("/") + "/v0/servers"
@@ -97,7 +104,7 @@ def fetch_mcp_servers(
     cursor: str | None = None
     seen_cursors: set[str] = set()
     pages = skipped = 0
-    with httpx.Client(timeout=timeout_s) as client:
+    with outbound.client(egress, timeout_s=timeout_s) as client:
         while True:
             if pages == max_pages:
                 raise HandlerFailed(
@@ -125,9 +132,11 @@ def fetch_mcp_servers(
             seen_cursors.add(cursor)
 
 
-def fetch_public_apis(url: str, *, timeout_s: float, now: datetime) -> tuple[list[dict[str, Any]], int]:
+def fetch_public_apis(
+    url: str, *, timeout_s: float, now: datetime, egress: EgressPolicy | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Every API of an APIs.guru list.json: (rows, entries skipped)."""
-    with httpx.Client(timeout=timeout_s) as client:
+    with outbound.client(egress, timeout_s=timeout_s) as client:
         listing = _get_json(client, url)
     if not isinstance(listing, dict):
         raise HandlerFailed(f"{url} is not an APIs.guru list (an object of APIs)", ErrorCategory.LOGIC)
@@ -165,10 +174,13 @@ class ImportMcpServersHandler:
         "transaction. Metadata: registryUrl (default SCHEDULE_MCP_REGISTRY_URL), pageSize, maxPages."
     )
 
-    def __init__(self, *, database_url: str, registry_url: str, timeout_s: float) -> None:
+    def __init__(
+        self, *, database_url: str, registry_url: str, timeout_s: float, egress: EgressPolicy | None = None
+    ) -> None:
         self.database_url = database_url
         self.registry_url = registry_url
         self.timeout_s = timeout_s
+        self.egress = egress
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
@@ -184,7 +196,7 @@ class ImportMcpServersHandler:
         url, page_size, max_pages = self._options(context.metadata)
         now = context.scheduled_for
         rows, pages, skipped = fetch_mcp_servers(
-            url, page_size=page_size, max_pages=max_pages, timeout_s=self.timeout_s, now=now
+            url, page_size=page_size, max_pages=max_pages, timeout_s=self.timeout_s, now=now, egress=self.egress
         )
         with platform.connect(self.database_url) as engine:
             inserted, updated = imports.save_import(
@@ -208,10 +220,11 @@ class ImportPublicApisHandler:
         "Metadata: url (default SCHEDULE_PUBLIC_APIS_URL)."
     )
 
-    def __init__(self, *, database_url: str, url: str, timeout_s: float) -> None:
+    def __init__(self, *, database_url: str, url: str, timeout_s: float, egress: EgressPolicy | None = None) -> None:
         self.database_url = database_url
         self.url = url
         self.timeout_s = timeout_s
+        self.egress = egress
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         common.http_url(metadata, "url", self.url)
@@ -219,7 +232,7 @@ class ImportPublicApisHandler:
     def run(self, context: HandlerContext) -> JSON:
         url = common.http_url(context.metadata, "url", self.url)
         now = context.scheduled_for
-        rows, skipped = fetch_public_apis(url, timeout_s=self.timeout_s, now=now)
+        rows, skipped = fetch_public_apis(url, timeout_s=self.timeout_s, now=now, egress=self.egress)
         with platform.connect(self.database_url) as engine:
             inserted, updated = imports.save_import(engine, source="apis-guru", table="public_apis", rows=rows, now=now)
         return {"source": url, "fetched": len(rows), "inserted": inserted, "updated": updated, "skipped": skipped}

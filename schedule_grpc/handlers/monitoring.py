@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import grpc as grpc_lib
 import httpx
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.handlers import common
+from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.grpc import probe_health
 from schedule_grpc.models import JSON
@@ -94,9 +95,10 @@ class HealthCheckHandler:
         "default SCHEDULE_HEALTH_CHECK_TARGETS), timeoutSeconds (default 5)."
     )
 
-    def __init__(self, *, database_url: str, targets: Mapping[str, str]) -> None:
+    def __init__(self, *, database_url: str, targets: Mapping[str, str], egress: EgressPolicy | None = None) -> None:
         self.database_url = database_url
         self.targets = dict(targets)
+        self.egress = egress
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
@@ -166,19 +168,20 @@ class RateLimitHandler:
         "rate_limit_usage)."
     )
 
-    def __init__(self, *, database_url: str, threshold: float) -> None:
+    def __init__(self, *, database_url: str, threshold: float, allowed_tables: frozenset[str] | None = None) -> None:
         self.database_url = database_url
         self.threshold = threshold
+        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset({"rate_limit_usage"})
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
 
     def _options(self, metadata: Mapping[str, JSON]) -> tuple[float, str]:
         threshold = common.number(metadata, "threshold", self.threshold, minimum=0, maximum=1)
-        return threshold, common.identifier(metadata, "table", "rate_limit_usage", qualified=True)
+        return threshold, tables.table(metadata, "table", "rate_limit_usage", self.allowed_tables)
 
     def run(self, context: HandlerContext) -> JSON:
-        threshold, table = self._options(context.metadata)
+        threshold, table = tables.at_execution(lambda: self._options(context.metadata))
         with platform.connect(self.database_url) as engine:
             usage = platform.current_usage(engine, table, context.scheduled_for)
         over = []

@@ -12,9 +12,11 @@ with a message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import Handler
 from schedule_grpc.settings import Settings, SettingsError
 
@@ -51,7 +53,9 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
     from schedule_grpc.handlers.http import HttpHandler
     from schedule_grpc.handlers.imports import ImportAllSourcesHandler, ImportMcpServersHandler, ImportPublicApisHandler
     from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
+    from schedule_grpc.handlers.tables import allowed_tables, parse_handler_tables
     from schedule_grpc.handlers.verification import VerifyImportedDataHandler
+    from schedule_grpc.store.platform_tables import platform_metadata
 
     service_db = settings.database_url
     platform_db = settings.platform_database_url or settings.database_url
@@ -60,34 +64,93 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         targets = parse_targets(settings.health_check_targets)
     except ValueError as error:
         raise SettingsError(f"SCHEDULE_HEALTH_CHECK_TARGETS={settings.health_check_targets!r}: {error}") from None
-    mcp = ImportMcpServersHandler(database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout)
-    apis = ImportPublicApisHandler(database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout)
+    allowed = parse_handler_tables(settings.handler_tables)
+    egress = egress_policy(settings)
+    mcp = ImportMcpServersHandler(
+        database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout, egress=egress
+    )
+    apis = ImportPublicApisHandler(
+        database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout, egress=egress
+    )
     return [
-        HttpHandler(),
-        GrpcHandler(),
-        *cleanup_handlers(platform_db),
+        HttpHandler(egress=egress),
+        GrpcHandler(egress=egress),
+        *cleanup_handlers(platform_db, allowed),
         *embeddings_handlers(
             platform_db,
+            allowed=allowed,
+            egress=egress,
             url=settings.embeddings_url,
             model=settings.embeddings_model,
             api_key=settings.embeddings_api_key,
             batch_size=settings.embeddings_batch_size,
             timeout_s=timeout,
         ),
-        UpdateAnalyticsHandler(service_database_url=service_db, platform_database_url=platform_db),
+        UpdateAnalyticsHandler(
+            service_database_url=service_db,
+            platform_database_url=platform_db,
+            allowed_tables=allowed_tables("update-analytics", platform_metadata.tables, allowed),
+        ),
         BackupDatabaseHandler(
             service_database_url=service_db,
             platform_database_url=platform_db,
             directory=settings.backup_dir,
             retention=settings.backup_retention,
         ),
-        HealthCheckHandler(database_url=platform_db, targets=targets),
-        RateLimitHandler(database_url=platform_db, threshold=settings.rate_limit_threshold),
+        HealthCheckHandler(database_url=platform_db, targets=targets, egress=egress),
+        RateLimitHandler(
+            database_url=platform_db,
+            threshold=settings.rate_limit_threshold,
+            allowed_tables=allowed_tables("check-rate-limits", ["rate_limit_usage"], allowed),
+        ),
         mcp,
         apis,
         ImportAllSourcesHandler(importers={"mcpServers": mcp, "publicApis": apis}),
         VerifyImportedDataHandler(database_url=platform_db),
     ]
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """The egress policy of every outbound call made for a task: the defaults, the operator's allowed and
+    denied networks, and the service's own listening ports (gRPC, HTTP shim, metrics, health) denied."""
+    try:
+        policy = EgressPolicy.parse(settings.egress_allow.split(","), settings.egress_deny.split(","))
+    except ValueError as error:
+        raise SettingsError(f"SCHEDULE_EGRESS_ALLOW/DENY: {error}") from None
+    addresses = (settings.grpc_address, settings.http_address, settings.metrics_address, settings.health_address)
+    return policy.with_denied_endpoints(own for address in addresses if address for own in endpoints(address))
+
+
+def endpoints(address: str, bound_port: int | None = None) -> list[tuple[str, int]]:
+    """(ip, port) pairs a listen address covers (``bound_port``: the port it took, for port 0); a host
+    name stands for every address."""
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    port = bound_port or (int(port_text) if port_text.isdigit() else 0)
+    if not port:
+        return []  # an ephemeral port is known once the server has bound it (deny_own_endpoints)
+    if host == "localhost":
+        return [("127.0.0.1", port), ("::1", port)]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = ipaddress.ip_address("::")
+    if ip.is_unspecified:  # [::] listens on IPv4 too (dual stack)
+        return [("0.0.0.0", port), ("::", port)]
+    return [(host, port)]
+
+
+def deny_own_endpoints(registry: HandlerRegistry, own: Iterable[tuple[str, int]]) -> None:
+    """Adds the service's listeners, as bound, to the egress policy of every handler that has one.
+
+    Called once the servers have bound their ports (port 0 takes one from the system), before any task
+    runs; handlers are sent to worker processes per execution, so the policy travels with them.
+    """
+    pairs = list(own)
+    for handler in registry.all():
+        policy = getattr(handler, "egress", None)
+        if isinstance(policy, EgressPolicy):
+            setattr(handler, "egress", policy.with_denied_endpoints(pairs))  # noqa: B010 - Handler declares no egress
 
 
 def plugin_handlers(settings: Settings, group: str = ENTRY_POINT_GROUP) -> list[Handler]:

@@ -82,12 +82,23 @@ def _sqlite_backup(url: str, target: Path) -> None:
         source.close()
 
 
+def _private_file(path: Path) -> None:
+    """Creates ``path`` empty and readable by its owner only (0600), before anything is written to it."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)  # whatever the umask
+
+
 def make_backup(url: str, directory: Path, stem: str, timeout_s: float) -> Backup:
-    """Backs up the database at ``url`` to ``directory/stem<suffix>``, with its checksum file."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Backs up the database at ``url`` to ``directory/stem<suffix>``, with its checksum file.
+
+    Backups hold every row of the database: the files are readable by their owner only (0600), in a
+    directory only the owner may list (0700, when this creates it).
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = directory / f"{stem}{SUFFIXES[kind(url)]}"
     partial = final.with_name(final.name + ".partial")
     partial.unlink(missing_ok=True)
+    _private_file(partial)  # pg_dump and SQLite write into it, keeping its mode
     try:
         if kind(url) == "postgresql":
             _pg_dump(url, partial, timeout_s)
@@ -97,7 +108,10 @@ def make_backup(url: str, directory: Path, stem: str, timeout_s: float) -> Backu
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
-    final.with_name(final.name + ".sha256").write_text(f"{digest}  {final.name}\n")
+    checksum = final.with_name(final.name + ".sha256")
+    checksum.unlink(missing_ok=True)
+    _private_file(checksum)
+    checksum.write_text(f"{digest}  {final.name}\n")
     return Backup(final, final.stat().st_size, digest)
 
 

@@ -12,6 +12,7 @@ from schedule_grpc.events import EventFilter, EventKind, ExecutionEvent, Positio
 from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.tables import execution_events as ev
+from schedule_grpc.store.tables import scheduled_tasks as tasks
 
 # Postgres channel the event triggers NOTIFY on (empty payload: a wake-up call).
 EVENTS_CHANNEL = "schedule_execution_events"
@@ -92,6 +93,9 @@ class EventStore:
             conditions.append(ev.c.kind.in_(sorted(k.value for k in selector.kinds)))
         if selector.statuses:
             conditions.append(ev.c.status.in_(sorted(s.value for s in selector.statuses)))
+        if selector.owner is not None:
+            owned = select(tasks.c.id).where(tasks.c.owner == selector.owner)
+            conditions.append(ev.c.task_id.in_(owned.scalar_subquery()))
         query = query.where(*conditions)
         with translate_errors(), self._engine.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]

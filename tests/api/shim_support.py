@@ -33,7 +33,7 @@ def serve(database_url: str, clock: FakeClock, **settings: Any) -> Iterator[Serv
         "http_address": "127.0.0.1:0",
         "migrate_on_start": False,
         "engine_enabled": False,  # the engine's APScheduler runs on the wall clock, not on the test's clock
-        "metrics_address": "",  # no fixed metrics port: test runs may overlap
+        "metrics_address": "127.0.0.1:0",  # other test runs on this host may hold the default port
         **settings,
     }
     service = build(Settings(**values), clock=clock)

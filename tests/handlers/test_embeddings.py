@@ -24,6 +24,7 @@ def _handler(database_url: str, server: JsonServer, name: str, batch: int = 3): 
         embeddings_model="test-embed-1",
         embeddings_api_key="sk-test",
         embeddings_batch_size=batch,
+        egress_allow="127.0.0.0/8",  # the provider is a loopback server
     )
     return default_registry(settings).get(name)
 

@@ -19,7 +19,12 @@ NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
 def _registry(database_url: str, server: JsonServer) -> HandlerRegistry:
     return default_registry(
-        Settings(database_url=database_url, mcp_registry_url=server.base, public_apis_url=f"{server.base}/v2/list.json")
+        Settings(
+            database_url=database_url,
+            mcp_registry_url=server.base,
+            public_apis_url=f"{server.base}/v2/list.json",
+            egress_allow="127.0.0.0/8",  # the sources are loopback servers
+        )
     )
 
 
