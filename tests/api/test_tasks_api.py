@@ -130,6 +130,18 @@ BAD_REGISTRATIONS = [
     ({"catchup_window": duration_pb2.Duration(seconds=-5)}, "catchup_window"),
     ({"overlap_policy": 42}, "overlap_policy"),
 ]
+# What a program reads from ErrorInfo.reason for each kind of bad field (README, "Errors").
+REASONS = {
+    "name": "INVALID_TASK_NAME",
+    "schedule": "INVALID_SCHEDULE",
+    "timezone": "INVALID_TIME_ZONE",
+    "handler": "UNKNOWN_HANDLER",
+    "metadata": "INVALID_METADATA",
+    "retry_policy": "INVALID_RETRY_POLICY",
+    "timeout": "INVALID_DURATION",
+    "catchup_window": "INVALID_DURATION",
+    "overlap_policy": "INVALID_ENUM_VALUE",
+}
 
 
 @pytest.mark.parametrize(("fields", "field"), BAD_REGISTRATIONS)
@@ -147,7 +159,8 @@ def test_bad_registration_names_the_field_and_writes_nothing(
     with pytest.raises(grpc.RpcError) as caught:
         stub.RegisterTask(pb.RegisterTaskRequest(**request))  # type: ignore[arg-type]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value) == ("INVALID_ARGUMENT", field)
+    missing = fields.get(field) == ""
+    assert error_details(caught.value) == ("MISSING_REQUIRED_FIELD" if missing else REASONS[field.split(".")[0]], field)
     assert field.split(".")[0] in (caught.value.details() or "")
     assert list(stub.ListTasks(pb.ListTasksRequest()).tasks) == []
 

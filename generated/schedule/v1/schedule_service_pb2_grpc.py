@@ -31,6 +31,13 @@ class ScheduleServiceStub:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     def __init__(self, channel):
@@ -132,6 +139,13 @@ class ScheduleServiceServicer:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     def RegisterTask(self, request, context):
@@ -369,6 +383,13 @@ class ScheduleService:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     @staticmethod
