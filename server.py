@@ -31,6 +31,7 @@ from schedule_grpc.api.limits import Rate, RateLimiter
 from schedule_grpc.api.metrics import MetricsInterceptor
 from schedule_grpc.api.probes import create_health_server
 from schedule_grpc.api.server import create_server
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.executor import Executor, ExecutorConfig
@@ -42,6 +43,7 @@ from schedule_grpc.retention import RetentionPolicy
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
+from schedule_grpc.store.audit import AuditEntryStore
 from schedule_grpc.store.dead_letters import DeadLetterStore
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import lock_for, record_epoch
@@ -175,8 +177,11 @@ def build(
         on_recorded=observability.recorded,
     )
     listener = Listener(engine, EXECUTIONS_CHANNEL, executor.wake) if engine.dialect.name == "postgresql" else None
-    tasks = TaskService(task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor)
-    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
+    audit = AuditTrail(AuditEntryStore(engine), clock)
+    tasks = TaskService(
+        task_store, ExecutionStore(engine), registry, clock, queue=queue, executor=executor, audit=audit
+    )
+    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock, audit=audit)
     limiter = RateLimiter(
         {
             "default": Rate(settings.rate_limit_per_s, settings.rate_limit_burst),
@@ -190,6 +195,7 @@ def build(
         max_workers=settings.grpc_max_workers,
         queue=operations,
         watch=observability.watch,
+        audit=audit,
         # metrics outermost: they count the calls the guard refuses too
         interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter)],
         credentials=security.server_credentials,

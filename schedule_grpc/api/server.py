@@ -15,6 +15,7 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.watch import WatchService
@@ -29,6 +30,7 @@ def create_server(
     queue: QueueService | None = None,
     credentials: grpc.ServerCredentials | None = None,
     watch: WatchService | None = None,
+    audit: AuditTrail | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
@@ -39,7 +41,7 @@ def create_server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch), server)
+    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch, audit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

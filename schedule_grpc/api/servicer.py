@@ -8,9 +8,10 @@ import grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api import convert, convert_history
+from schedule_grpc.api import convert, convert_audit, convert_history
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.errors import Unimplemented
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.models import Execution, ExecutionStatus
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.watch import WatchService
@@ -20,11 +21,16 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     """Domain errors raised here are mapped to statuses by api.status.ErrorInterceptor."""
 
     def __init__(
-        self, tasks: TaskService, queue: QueueService | None = None, watch: WatchService | None = None
+        self,
+        tasks: TaskService,
+        queue: QueueService | None = None,
+        watch: WatchService | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._tasks = tasks
         self._queue = queue
         self._watch = watch
+        self._audit = audit
 
     def _operations(self) -> QueueService:
         if self._queue is None:
@@ -71,26 +77,30 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetTaskHistory(
         self, request: pb.GetTaskHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskHistoryResponse:
+        full = convert_audit.full_view(request)
         page = self._tasks.history(
             request.name,
             limit=request.limit,
             page_token=request.page_token,
             selector=convert_history.history_filter_from_pb(request),
+            full=full,
         )
         return pb.GetTaskHistoryResponse(
-            history=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
+            history=[_in_view(e, full) for e in page.items], next_page_token=page.next_token
         )
 
     def GetRecentExecutions(
         self, request: pb.GetRecentExecutionsRequest, context: grpc.ServicerContext
     ) -> pb.GetRecentExecutionsResponse:
+        full = convert_audit.full_view(request)
         page = self._tasks.recent(
             limit=request.limit,
             page_token=request.page_token,
             selector=convert_history.recent_filter_from_pb(request),
+            full=full,
         )
         return pb.GetRecentExecutionsResponse(
-            executions=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
+            executions=[_in_view(e, full) for e in page.items], next_page_token=page.next_token
         )
 
     def ListHandlers(self, request: pb.ListHandlersRequest, context: grpc.ServicerContext) -> pb.ListHandlersResponse:
@@ -147,6 +157,18 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         self._operations().discard(request.id)
         return pb.DiscardDeadLetterResponse(message=f"Dead letter {request.id} discarded")
 
+    def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListAuditEntriesResponse:
+        if self._audit is None:
+            raise Unimplemented("this server keeps no audit trail", reason="AUDIT_UNAVAILABLE")
+        page = self._audit.list(
+            convert_audit.audit_filter_from_pb(request), page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListAuditEntriesResponse(
+            entries=[convert_audit.audit_entry_to_pb(e) for e in page.items], next_page_token=page.next_token
+        )
+
     def WatchExecutions(
         self, request: pb.WatchExecutionsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchExecutionsResponse]:
@@ -157,3 +179,11 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
             event = convert_history.event_to_pb(item.event) if item.event else None
             yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)
+
+
+def _in_view(execution: Execution, full: bool) -> pb.Execution:
+    """The execution as a listing shows it: without its traceback unless the full view was asked for."""
+    message = convert.execution_to_pb(execution)
+    if not full:
+        message.ClearField("traceback")
+    return message

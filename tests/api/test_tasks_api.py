@@ -227,15 +227,16 @@ def test_unknown_task_is_not_found(stub: pb_grpc.ScheduleServiceStub, rpc: str) 
     assert error_details(caught.value)[0] == "TASK_NOT_FOUND"
 
 
-def test_unregister_deletes_task_and_history(stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
+def test_unregister_deletes_the_task_and_keeps_its_history(stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
     register(stub, "gone", url=webhook.url)
-    stub.RunTaskNow(pb.RunTaskNowRequest(name="gone"))
+    ran = stub.RunTaskNow(pb.RunTaskNowRequest(name="gone")).execution
     response = stub.UnregisterTask(pb.UnregisterTaskRequest(name="gone"))
     assert response.message == "Task gone unregistered"
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetTask(pb.GetTaskRequest(name="gone"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert list(stub.GetRecentExecutions(pb.GetRecentExecutionsRequest()).executions) == []
+    assert [e.id for e in stub.GetRecentExecutions(pb.GetRecentExecutionsRequest()).executions] == [ran.id]
+    assert [e.id for e in stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="gone")).history] == [ran.id]
 
 
 def test_list_handlers_names_http_with_its_description(stub: pb_grpc.ScheduleServiceStub) -> None:

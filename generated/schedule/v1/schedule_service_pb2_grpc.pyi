@@ -50,7 +50,11 @@ class ScheduleServiceStub:
     RegisterTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.RegisterTaskRequest, _schedule_service_pb2.RegisterTaskResponse]
     """Registers a new task. ALREADY_EXISTS when a task of that name exists."""
     UnregisterTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]
-    """Deletes a task and its execution history. NOT_FOUND when absent."""
+    """Deletes a task. Its executions and dead letters stay readable by the
+    task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+    retention removes them; its pending executions are cancelled. NOT_FOUND
+    when absent.
+    """
     EnableTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]
     """Enables a task: it fires again from its next fire instant."""
     DisableTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.DisableTaskRequest, _schedule_service_pb2.DisableTaskResponse]
@@ -88,6 +92,13 @@ class ScheduleServiceStub:
     """Removes a dead letter without running it again; its executions stay in
     the history.
     """
+    ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ListAuditEntriesRequest, _schedule_service_pb2.ListAuditEntriesResponse]
+    """Lists the audit trail, newest first, a page at a time: every change to a
+    task (registered, enabled, disabled, unregistered, run now) and to a dead
+    letter (redriven, discarded), with the caller that made it, when, and the
+    task before and after. Entries outlive the task they are about. Admins
+    only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
+    """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]
     """Returns the next fire instants of a schedule without registering it."""
     WatchExecutions: _grpc.UnaryStreamMultiCallable[_schedule_service_pb2.WatchExecutionsRequest, _schedule_service_pb2.WatchExecutionsResponse]
@@ -122,7 +133,11 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     RegisterTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.RegisterTaskRequest, _schedule_service_pb2.RegisterTaskResponse]  # type: ignore[assignment]
     """Registers a new task. ALREADY_EXISTS when a task of that name exists."""
     UnregisterTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]  # type: ignore[assignment]
-    """Deletes a task and its execution history. NOT_FOUND when absent."""
+    """Deletes a task. Its executions and dead letters stay readable by the
+    task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+    retention removes them; its pending executions are cancelled. NOT_FOUND
+    when absent.
+    """
     EnableTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]  # type: ignore[assignment]
     """Enables a task: it fires again from its next fire instant."""
     DisableTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.DisableTaskRequest, _schedule_service_pb2.DisableTaskResponse]  # type: ignore[assignment]
@@ -159,6 +174,13 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     DiscardDeadLetter: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.DiscardDeadLetterRequest, _schedule_service_pb2.DiscardDeadLetterResponse]  # type: ignore[assignment]
     """Removes a dead letter without running it again; its executions stay in
     the history.
+    """
+    ListAuditEntries: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ListAuditEntriesRequest, _schedule_service_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
+    """Lists the audit trail, newest first, a page at a time: every change to a
+    task (registered, enabled, disabled, unregistered, run now) and to a dead
+    letter (redriven, discarded), with the caller that made it, when, and the
+    task before and after. Entries outlive the task they are about. Admins
+    only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
     """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """Returns the next fire instants of a schedule without registering it."""
@@ -203,7 +225,11 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_service_pb2.UnregisterTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.UnregisterTaskResponse, _abc.Awaitable[_schedule_service_pb2.UnregisterTaskResponse]]:
-        """Deletes a task and its execution history. NOT_FOUND when absent."""
+        """Deletes a task. Its executions and dead letters stay readable by the
+        task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+        retention removes them; its pending executions are cancelled. NOT_FOUND
+        when absent.
+        """
 
     @_abc_1.abstractmethod
     def EnableTask(
@@ -318,6 +344,19 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_service_pb2.DiscardDeadLetterResponse, _abc.Awaitable[_schedule_service_pb2.DiscardDeadLetterResponse]]:
         """Removes a dead letter without running it again; its executions stay in
         the history.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: _schedule_service_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.ListAuditEntriesResponse, _abc.Awaitable[_schedule_service_pb2.ListAuditEntriesResponse]]:
+        """Lists the audit trail, newest first, a page at a time: every change to a
+        task (registered, enabled, disabled, unregistered, run now) and to a dead
+        letter (redriven, discarded), with the caller that made it, when, and the
+        task before and after. Entries outlive the task they are about. Admins
+        only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
         """
 
     @_abc_1.abstractmethod
