@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from schedule_grpc import logs, retention
 from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
+from schedule_grpc.api.access_log import AccessLog
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.guard import CallGuard
 from schedule_grpc.api.health import HealthMonitor
@@ -196,8 +197,12 @@ def build(
         queue=operations,
         watch=observability.watch,
         audit=audit,
-        # metrics outermost: they count the calls the guard refuses too
-        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter)],
+        # access log and metrics outermost: they see the calls the guard refuses too
+        interceptors=[
+            AccessLog(settings.access_log_sample),
+            MetricsInterceptor(observability.metrics),
+            CallGuard(security, limiter),
+        ],
         credentials=security.server_credentials,
     )
     observability.serve_http(tasks)
