@@ -61,6 +61,8 @@ class QueueService:
         items = self._dead_letters.list(
             limit=size + 1, before_id=tokens.decode(page_token, listing), task_name=task_name or None
         )
+        if not items and task_name and self._tasks.get(task_name) is None:  # none yet, or no such task?
+            raise NotFound(f"task {task_name!r} not found", reason="TASK_NOT_FOUND")
         more = len(items) > size
         items = items[:size]
         return Page(items, tokens.encode(listing, items[-1].id) if more else "")
