@@ -170,19 +170,24 @@ class TaskStore:
         """Deletes a task and returns it; None when absent.
 
         Its executions and dead letters stay (readable by the task's name until retention removes
-        them); its pending executions are cancelled with it, at ``now``.
+        them); its pending and running executions are cancelled with it, at ``now``.
         """
         with translate_errors(), self._engine.begin() as conn:
             row = conn.execute(delete(t).where(t.c.name == name).returning(*t.c)).mappings().first()
             deleted = row is not None
             if row is not None:
+                # Unfinished executions end with their task: nothing claims or recovers them for a task that is gone
+                # (a running handler's result is then refused, as after CancelExecution).
+                live = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
                 conn.execute(
                     update(e)
-                    .where(e.c.task_id == row["id"], e.c.status == ExecutionStatus.PENDING.value)
+                    .where(e.c.task_id == row["id"], e.c.status.in_(live))
                     .values(
                         status=ExecutionStatus.CANCELLED.value,
                         completed_at=now or row["updated_at"],
                         error="cancelled: the task was unregistered",
+                        lease_owner=None,
+                        lease_expires_at=None,
                     )
                 )
                 self._announce(conn, name)

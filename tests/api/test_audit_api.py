@@ -60,6 +60,8 @@ def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_i
     failed = _failed_with_traceback(secured, clock, "billing")
     rows.dead_letter(failed, clock.now())
     pending = rows.queue("billing", clock.now() + timedelta(minutes=5))
+    running = rows.queue("billing", clock.now() - timedelta(minutes=1))
+    rows.start(running, clock.now())
 
     stub.UnregisterTask(pb.UnregisterTaskRequest(name="billing"), metadata=ALPHA)
 
@@ -67,9 +69,10 @@ def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_i
     assert {e.id: e.status for e in recent} == {
         failed: pb.EXECUTION_STATUS_FAILED,
         pending: pb.EXECUTION_STATUS_CANCELLED,  # it will not run for a task that is gone
+        running: pb.EXECUTION_STATUS_CANCELLED,  # nor be recovered as a lost attempt
     }
     history = stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="billing"), metadata=ADMIN).history
-    assert [e.id for e in history] == [pending, failed]
+    assert sorted(e.id for e in history) == sorted([running, pending, failed])
     letters = stub.ListDeadLetters(pb.ListDeadLettersRequest(task_name="billing"), metadata=ADMIN).dead_letters
     assert [d.execution_id for d in letters] == [failed]
     with pytest.raises(grpc.RpcError) as caught:

@@ -163,8 +163,8 @@ class ScheduleServiceServicer:
     def UnregisterTask(self, request, context):
         """Deletes a task. Its executions and dead letters stay readable by the
         task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
-        retention removes them; its pending executions are cancelled. NOT_FOUND
-        when absent.
+        retention removes them; its pending and running executions are
+        cancelled. NOT_FOUND when absent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

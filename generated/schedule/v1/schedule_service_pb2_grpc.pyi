@@ -52,8 +52,8 @@ class ScheduleServiceStub:
     UnregisterTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]
     """Deletes a task. Its executions and dead letters stay readable by the
     task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
-    retention removes them; its pending executions are cancelled. NOT_FOUND
-    when absent.
+    retention removes them; its pending and running executions are
+    cancelled. NOT_FOUND when absent.
     """
     EnableTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]
     """Enables a task: it fires again from its next fire instant."""
@@ -135,8 +135,8 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     UnregisterTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]  # type: ignore[assignment]
     """Deletes a task. Its executions and dead letters stay readable by the
     task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
-    retention removes them; its pending executions are cancelled. NOT_FOUND
-    when absent.
+    retention removes them; its pending and running executions are
+    cancelled. NOT_FOUND when absent.
     """
     EnableTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]  # type: ignore[assignment]
     """Enables a task: it fires again from its next fire instant."""
@@ -227,8 +227,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_service_pb2.UnregisterTaskResponse, _abc.Awaitable[_schedule_service_pb2.UnregisterTaskResponse]]:
         """Deletes a task. Its executions and dead letters stay readable by the
         task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
-        retention removes them; its pending executions are cancelled. NOT_FOUND
-        when absent.
+        retention removes them; its pending and running executions are
+        cancelled. NOT_FOUND when absent.
         """
 
     @_abc_1.abstractmethod
