@@ -31,11 +31,7 @@ proto: install  ## regenerate generated/ from proto/
 proto-check: install  ## fail when generated/ is stale
 	$(PY) scripts/gen_proto.py --check
 
-.build/googleapis: $(STAMP)
-	mkdir -p $@/google/api
-	cp $$($(PY) -c 'import os, google.api.annotations_pb2 as a; print(os.path.dirname(a.__file__))')/{annotations,http,field_behavior}.proto $@/google/api/
-
-lint: install .build/googleapis  ## ruff, mypy --strict, buf lint
+lint: install  ## ruff, mypy --strict, buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy schedule_grpc server.py scripts tests

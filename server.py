@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from schedule_grpc import logs, retention
 from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
+from schedule_grpc.api.access_log import AccessLog
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.capacity import HealthService, LongCalls
 from schedule_grpc.api.guard import CallGuard
@@ -33,6 +34,7 @@ from schedule_grpc.api.limits import Rate, RateLimiter
 from schedule_grpc.api.metrics import MetricsInterceptor
 from schedule_grpc.api.probes import create_health_server
 from schedule_grpc.api.server import create_server
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.clock import Clock, SystemClock
 from schedule_grpc.engine.engine import SchedulingEngine
 from schedule_grpc.executor import Executor, ExecutorConfig
@@ -44,6 +46,7 @@ from schedule_grpc.retention import RetentionPolicy
 from schedule_grpc.service import TaskService
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
+from schedule_grpc.store.audit import AuditEntryStore
 from schedule_grpc.store.dead_letters import DeadLetterStore
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import lease_for, lock_for
@@ -193,6 +196,7 @@ def build(
         max_timeout=timedelta(seconds=settings.max_task_timeout_s),
         secrets_dir=settings.secrets_dir,
     )
+    audit = AuditTrail(AuditEntryStore(engine), clock)
     tasks = TaskService(
         task_store,
         ExecutionStore(engine),
@@ -202,8 +206,9 @@ def build(
         executor=executor,
         quota=quota,
         limits=limits,
+        audit=audit,
     )
-    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock)
+    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock, audit=audit)
     limiter = RateLimiter(
         {
             "default": Rate(settings.rate_limit_per_s, settings.rate_limit_burst),
@@ -225,8 +230,13 @@ def build(
         queue=operations,
         watch=observability.watch,
         long_calls=long_calls,
-        # metrics outermost: they count the calls the guard refuses too
-        interceptors=[MetricsInterceptor(observability.metrics), CallGuard(security, limiter, failures)],
+        audit=audit,
+        # access log and metrics outermost: they see the calls the guard refuses too
+        interceptors=[
+            AccessLog(settings.access_log_sample),
+            MetricsInterceptor(observability.metrics),
+            CallGuard(security, limiter, failures),
+        ],
         credentials=security.server_credentials,
     )
     observability.serve_http(tasks)

@@ -60,15 +60,22 @@ class Alerts(Protocol):
         ...
 
 
+MAX_LOGGED_SUMMARY = 400
+_STACK_TRACE = "\nStack trace:"
+
+
+def summary(body: str) -> str:
+    """An alert's body for a log line: without the stack trace (the email has it), at most 400 characters."""
+    short = body.split(_STACK_TRACE, 1)[0].strip()
+    return short if len(short) <= MAX_LOGGED_SUMMARY else short[: MAX_LOGGED_SUMMARY - 1] + "…"
+
+
 class LogAlerts:
-    """Alerts when no SMTP server is configured: a warning in the log."""
+    """Alerts when no SMTP server is configured: a short warning in the log (the full text is the email's)."""
 
     def send(self, email: Email) -> None:
-        log.warning(
-            "alert (no SMTP server configured): %s",
-            scrub_text(email.subject),
-            extra={"alert_body": scrub_text(email.body)},
-        )
+        short = summary(scrub_text(email.body))
+        log.warning("alert (no SMTP server configured): %s", scrub_text(email.subject), extra={"alert_summary": short})
 
 
 class EmailAlerts:

@@ -35,6 +35,8 @@ class Caller:
 
 
 _current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("schedule_caller", default=None)
+# Set by the access log around a call, so that it learns who the call ran as (see ``observed``).
+_seen: contextvars.ContextVar[list[Caller | None] | None] = contextvars.ContextVar("schedule_seen", default=None)
 
 
 def current() -> Caller | None:
@@ -45,11 +47,25 @@ def current() -> Caller | None:
 @contextlib.contextmanager
 def acting_as(caller: Caller | None) -> Iterator[None]:
     """Makes ``caller`` the current caller inside the block."""
+    seen = _seen.get()
+    if seen is not None:
+        seen.append(caller)
     token = _current.set(caller)
     try:
         yield
     finally:
         _current.reset(token)
+
+
+@contextlib.contextmanager
+def observed() -> Iterator[list[Caller | None]]:
+    """A list that receives the caller every ``acting_as`` inside the block runs as."""
+    seen: list[Caller | None] = []
+    token = _seen.set(seen)
+    try:
+        yield seen
+    finally:
+        _seen.reset(token)
 
 
 def owner_name() -> str | None:

@@ -31,14 +31,61 @@ class ScheduleError(Exception):
             self.reason = reason
 
 
+# ErrorInfo.reason of a bad request field, by the field's first path segment, so a program can tell a
+# bad schedule from a bad time zone without reading the message. A missing required field is
+# MISSING_REQUIRED_FIELD whatever the (top-level) field. Documented in the proto and the README; add a row, never
+# change one (clients match on them).
+FIELD_REASONS: dict[str, str] = {
+    "name": "INVALID_TASK_NAME",
+    "task_name": "INVALID_TASK_NAME",
+    "task_names": "INVALID_TASK_NAME",
+    "schedule": "INVALID_SCHEDULE",
+    "timezone": "INVALID_TIME_ZONE",
+    "handler": "UNKNOWN_HANDLER",
+    "metadata": "INVALID_METADATA",
+    "retry_policy": "INVALID_RETRY_POLICY",
+    "timeout": "INVALID_DURATION",
+    "catchup_window": "INVALID_DURATION",
+    "history_retention": "INVALID_DURATION",
+    "memory_limit_mb": "INVALID_MEMORY_LIMIT",
+    "overlap_policy": "INVALID_ENUM_VALUE",
+    "statuses": "INVALID_ENUM_VALUE",
+    "event_types": "INVALID_ENUM_VALUE",
+    "view": "INVALID_ENUM_VALUE",
+    "actions": "INVALID_ENUM_VALUE",
+    "limit": "INVALID_PAGE_SIZE",
+    "page_size": "INVALID_PAGE_SIZE",
+    "count": "INVALID_PAGE_SIZE",
+    "page_token": "INVALID_PAGE_TOKEN",
+    "cursor": "INVALID_CURSOR",
+    "start_time": "INVALID_TIME_RANGE",
+    "end_time": "INVALID_TIME_RANGE",
+    "id": "INVALID_ID",
+    "execution_id": "INVALID_ID",
+    "actor": "INVALID_ACTOR",
+}
+MISSING_REQUIRED_FIELD = "MISSING_REQUIRED_FIELD"
+INVALID_FIELD_VALUE = "INVALID_FIELD_VALUE"  # a field with no row above
+
+
+def reason_for(field: str, description: str) -> str:
+    """The ErrorInfo.reason of a bad ``field`` (dotted path), per FIELD_REASONS."""
+    if "." not in field and description.startswith("is required"):
+        return MISSING_REQUIRED_FIELD
+    return FIELD_REASONS.get(field.split(".", 1)[0].split("[", 1)[0], INVALID_FIELD_VALUE)
+
+
 class InvalidArgument(ScheduleError):
-    """A request field is wrong; ``field`` names it (dotted path for nested fields)."""
+    """A request field is wrong; ``field`` names it (dotted path for nested fields).
+
+    The reason is specific to the kind of field (see FIELD_REASONS) unless given.
+    """
 
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, description: str) -> None:
+    def __init__(self, field: str, description: str, *, reason: str | None = None) -> None:
         field, description = excerpt(field, 200), excerpt(description, MAX_DESCRIPTION_CHARS)
-        super().__init__(f"{field}: {description}")
+        super().__init__(f"{field}: {description}", reason=reason or reason_for(field, description))
         self.field = field
         self.description = description
 

@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from schedule_grpc import caller, logs, secrets, tenancy, tokens, validation
+from schedule_grpc.audit import AuditAction, AuditTrail
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
-from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
+from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied
 from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
@@ -55,6 +56,7 @@ class TaskService:
         executor: Executor | None = None,
         quota: Quota | None = None,
         limits: tenancy.Limits | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._quota = quota
         self._tasks = tasks
@@ -65,6 +67,7 @@ class TaskService:
         self._executor = executor
         self._limits = limits or tenancy.Limits()
         self._reserved = tenancy.reserved_names()
+        self._audit = audit
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -98,7 +101,9 @@ class TaskService:
             owner=caller.owner_name(),
             history_retention=validation.history_retention(new.history_retention),
         )
-        return tenancy.visible_task(self._tasks.insert(task, self._quota))
+        stored = tenancy.visible_task(self._tasks.insert(task, self._quota))
+        self._record(AuditAction.REGISTERED, after=stored)
+        return stored
 
     def find(self, name: str) -> Task | None:
         """The stored task named ``name``, as it is (for the service itself, not for callers)."""
@@ -119,23 +124,26 @@ class TaskService:
         task = self._owned(name)
         now = self._clock.now()
         next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
-        return tenancy.visible_task(
-            self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
-        )
+        after = self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
+        self._record(AuditAction.ENABLED, before=task, after=after)
+        return tenancy.visible_task(after)
 
     def disable(self, name: str) -> Task:
-        self._owned(name)
+        task = self._owned(name)
         now = self._clock.now()
-        return tenancy.visible_task(
-            self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
-        )
+        after = self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        self._record(AuditAction.DISABLED, before=task, after=after)
+        return tenancy.visible_task(after)
 
     def unregister(self, name: str) -> None:
-        task = self._owned(name)
-        if not self._tasks.delete(name):
+        """Deletes the task; its executions stay readable by name, its pending ones are cancelled."""
+        self._owned(name)
+        deleted = self._tasks.delete(name, now=self._clock.now())
+        if deleted is None:
             raise _not_found(name)
         if self._quota is not None:
-            self._quota.forget(task.owner)
+            self._quota.forget(deleted.owner)
+        self._record(AuditAction.UNREGISTERED, before=deleted)
 
     def initialize_defaults(self) -> Sequence[Task]:
         """Installs the seed's default tasks that are missing; a task of that name already there is kept
@@ -174,6 +182,7 @@ class TaskService:
         if self._queue is not None and self._executor is not None:
             return self._run_queued(task, now, wait_s, is_active or (lambda: True))
         execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
+        self._record_run(task, execution)
         self._tasks.set_last_run(task.id, now)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             try:
@@ -203,6 +212,7 @@ class TaskService:
     def _run_queued(self, task: Task, now: datetime, wait_s: float | None, is_active: Callable[[], bool]) -> Execution:
         assert self._queue is not None and self._executor is not None
         execution = self._queue.enqueue(_manual(task, now, ExecutionStatus.PENDING))
+        self._record_run(task, execution)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             log.info("execution queued", extra={"trigger": "manual"})
         self._executor.wake()
@@ -227,12 +237,18 @@ class TaskService:
             self._executor.wait_finished(execution.id, min(left, RUN_NOW_STEP_S))
 
     def history(
-        self, name: str, *, limit: int, page_token: str, selector: HistoryFilter | None = None
+        self, name: str, *, limit: int, page_token: str, selector: HistoryFilter | None = None, full: bool = False
     ) -> Page[Execution]:
-        """A task's executions, newest first, filtered by status and time range (one round trip)."""
+        """A task's executions, newest first, filtered by status and time range (one round trip).
+
+        Those of a deleted task too, by its name. ``full`` (tracebacks) is for the task's owner and admins.
+        """
         size = validation.limit(limit, "limit", default=DEFAULT_HISTORY_LIMIT)
         selector = (selector or HistoryFilter()).validate()
         validation.name(name)
+        if full:
+            task = self._tasks.get(name)
+            _allow_full_view(task.owner if task else None, f"the history of task {name!r}", owned=task is not None)
         listing = f"history:{name}:{selector.fingerprint()}"
         after = decode_key(page_token, listing)
         items = self._executions.page(selector, limit=size + 1, task_name=name, after=after)
@@ -241,9 +257,13 @@ class TaskService:
             items = [tenancy.visible_execution(e, owner) for e in items]
         return _page(items, size, listing)
 
-    def recent(self, *, limit: int, page_token: str, selector: HistoryFilter | None = None) -> Page[Execution]:
-        """Executions of all tasks, newest first, filtered by task, status and time range."""
+    def recent(
+        self, *, limit: int, page_token: str, selector: HistoryFilter | None = None, full: bool = False
+    ) -> Page[Execution]:
+        """Executions of all tasks, newest first, filtered by task, status and time range. ``full``: admins."""
         size = validation.limit(limit, "limit", default=DEFAULT_RECENT_LIMIT)
+        if full:
+            _allow_full_view(None, "the executions of every task", owned=False)
         selector = (selector or HistoryFilter()).validate()
         for task_name in selector.task_names:
             validation.name(task_name, "task_names")
@@ -277,6 +297,14 @@ class TaskService:
             ) from None
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _record(self, action: AuditAction, *, before: Task | None = None, after: Task | None = None) -> None:
+        if self._audit is not None:
+            self._audit.record(action, before=before, after=after)
+
+    def _record_run(self, task: Task, execution: Execution) -> None:
+        if self._audit is not None:
+            self._audit.record(AuditAction.RUN_NOW, task_name=task.name, task_id=task.id, subject_id=execution.id)
 
     def _find(self, name: str) -> Task:
         validation.name(name)
@@ -339,4 +367,14 @@ def _manual(task: Task, now: datetime, status: ExecutionStatus, started_at: date
         due_at=now,
         created_at=now,
         started_at=started_at,
+    )
+
+
+def _allow_full_view(owner: str | None, what: str, *, owned: bool) -> None:
+    """PermissionDenied unless the caller may read tracebacks of ``what``: its owner (when ``owned``) or an admin."""
+    current = caller.current()
+    if current is None or current.is_admin or (owned and owner is not None and owner == current.name):
+        return
+    raise PermissionDenied(
+        f"the full view of {what} (tracebacks) is for the task's owner and admins", reason="FULL_VIEW_NOT_ALLOWED"
     )

@@ -101,6 +101,13 @@ def _ratio(value: str) -> float:
     return result
 
 
+def _fraction(value: str) -> float:
+    result = float(value)
+    if not 0 <= result <= 1:
+        raise ValueError("must be a number in [0, 1]")
+    return result
+
+
 def _schedule(value: str) -> str:
     from schedule_grpc.cron import CronSchedule, InvalidSchedule
 
@@ -329,6 +336,11 @@ class Settings:
     retention_batch_size: int = _setting(1000, _positive(int), "Rows the retention task deletes per transaction.")
     retention_max_batches: int = _setting(
         1000, _positive(int), "Batches one run of the retention task deletes per table at most (it continues next run)."
+    )
+    access_log_sample: float = _setting(
+        1.0,
+        _fraction,
+        "Share of successful RPCs written to the access log, 0 to 1 (0: none); failed RPCs are always written.",
     )
     retention_schedule: str = _setting(
         "30 3 * * *",

@@ -10,7 +10,6 @@ import argparse
 import filecmp
 import shutil
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -22,18 +21,13 @@ PROTO_ROOT = ROOT / "proto"
 OUT = ROOT / "generated"
 
 
-def _googleapis_include() -> Path:
-    # googleapis-common-protos installs the .proto sources next to their _pb2 modules.
-    return Path(sysconfig.get_paths()["purelib"])
-
-
 def generate(out: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Only our own protos: the vendored google/api copies are imported from googleapis-common-protos at run time.
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "schedule").rglob("*.proto"))
     bindir = Path(sys.executable).parent
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
-        f"-I{_googleapis_include()}",
         f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",

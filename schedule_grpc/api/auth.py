@@ -25,7 +25,7 @@ OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 # Methods of ScheduleService only an admin may call. Exact names, plus every method whose name starts
 # with one of the prefixes (the dead-letter queue's redrive and discard RPCs, whatever their suffix).
-ADMIN_ONLY_METHODS = frozenset({"InitializeDefaultTasks"})
+ADMIN_ONLY_METHODS = frozenset({"InitializeDefaultTasks", "ListAuditEntries"})
 ADMIN_ONLY_PREFIXES = ("Redrive", "Discard")
 # Methods that tie up a worker or write many rows; they draw from the stricter rate limit.
 EXPENSIVE_METHODS = frozenset({"RunTaskNow", "InitializeDefaultTasks"})

@@ -16,6 +16,7 @@ from schedule_grpc.api.capacity import CachedChain, CapacityRouter, HealthServic
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.watch import WatchService
@@ -31,6 +32,7 @@ def create_server(
     credentials: grpc.ServerCredentials | None = None,
     watch: WatchService | None = None,
     long_calls: LongCalls | None = None,
+    audit: AuditTrail | None = None,
 ) -> tuple[grpc.Server, int, HealthService]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
@@ -45,7 +47,7 @@ def create_server(
         interceptors=[CachedChain([router, *interceptors, ErrorInterceptor()])],
         options=[("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch, long_calls), server)
+    pb_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(tasks, queue, watch, long_calls, audit), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -8,11 +8,12 @@ import grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api import convert, convert_history
+from schedule_grpc.api import convert, convert_audit, convert_history
 from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
+from schedule_grpc.audit import AuditTrail
 from schedule_grpc.errors import Unavailable, Unimplemented
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.models import Execution, ExecutionStatus
 from schedule_grpc.queue_service import QueueService
 from schedule_grpc.service import TaskService
 from schedule_grpc.watch import WatchService
@@ -27,11 +28,13 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         queue: QueueService | None = None,
         watch: WatchService | None = None,
         long_calls: LongCalls | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._tasks = tasks
         self._queue = queue
         self._watch = watch
         self._long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
+        self._audit = audit
 
     def _operations(self) -> QueueService:
         if self._queue is None:
@@ -80,26 +83,30 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def GetTaskHistory(
         self, request: pb.GetTaskHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskHistoryResponse:
+        full = convert_audit.full_view(request)
         page = self._tasks.history(
             request.name,
             limit=request.limit,
             page_token=request.page_token,
             selector=convert_history.history_filter_from_pb(request),
+            full=full,
         )
         return pb.GetTaskHistoryResponse(
-            history=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
+            history=[_in_view(e, full) for e in page.items], next_page_token=page.next_token
         )
 
     def GetRecentExecutions(
         self, request: pb.GetRecentExecutionsRequest, context: grpc.ServicerContext
     ) -> pb.GetRecentExecutionsResponse:
+        full = convert_audit.full_view(request)
         page = self._tasks.recent(
             limit=request.limit,
             page_token=request.page_token,
             selector=convert_history.recent_filter_from_pb(request),
+            full=full,
         )
         return pb.GetRecentExecutionsResponse(
-            executions=[convert.execution_to_pb(e) for e in page.items], next_page_token=page.next_token
+            executions=[_in_view(e, full) for e in page.items], next_page_token=page.next_token
         )
 
     def ListHandlers(self, request: pb.ListHandlersRequest, context: grpc.ServicerContext) -> pb.ListHandlersResponse:
@@ -156,6 +163,18 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         self._operations().discard(request.id)
         return pb.DiscardDeadLetterResponse(message=f"Dead letter {request.id} discarded")
 
+    def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListAuditEntriesResponse:
+        if self._audit is None:
+            raise Unimplemented("this server keeps no audit trail", reason="AUDIT_UNAVAILABLE")
+        page = self._audit.list(
+            convert_audit.audit_filter_from_pb(request), page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListAuditEntriesResponse(
+            entries=[convert_audit.audit_entry_to_pb(e) for e in page.items], next_page_token=page.next_token
+        )
+
     def WatchExecutions(
         self, request: pb.WatchExecutionsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchExecutionsResponse]:
@@ -175,3 +194,11 @@ def _peer(context: grpc.ServicerContext) -> str:
     """The caller's address (for limits per caller when the service runs open)."""
     metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
     return peer_address(context.peer(), metadata)
+
+
+def _in_view(execution: Execution, full: bool) -> pb.Execution:
+    """The execution as a listing shows it: without its traceback unless the full view was asked for."""
+    message = convert.execution_to_pb(execution)
+    if not full:
+        message.ClearField("traceback")
+    return message

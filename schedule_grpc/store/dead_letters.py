@@ -38,13 +38,17 @@ class DeadLetterStore:
         self._engine = engine
         self._queue = queue
 
-    def list(self, *, limit: int, before_id: str | None = None, task_id: str | None = None) -> Sequence[DeadLetter]:
-        """Dead letters, newest first, older than ``before_id`` and of one task when given."""
+    def list(
+        self, *, limit: int, before_id: str | None = None, task_id: str | None = None, task_name: str | None = None
+    ) -> Sequence[DeadLetter]:
+        """Dead letters, newest first, older than ``before_id`` and of one task (by id or name) when given."""
         query = select(d).order_by(d.c.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(d.c.id < before_id)
         if task_id is not None:
             query = query.where(d.c.task_id == task_id)
+        if task_name is not None:
+            query = query.where(d.c.task_name == task_name)
         with translate_errors(), self._engine.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]
 

@@ -105,8 +105,8 @@ class ExecutionStore:
         """Executions matching ``selector`` (of one task when ``task_name``), newest first by (created_at, id),
         older than ``after`` when given. Each filter narrows an index range; see migration 0007."""
         query = select(e).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit)
-        if task_name is not None:  # the task's id by subquery: one round trip
-            query = query.where(e.c.task_id == select(t.c.id).where(t.c.name == task_name).scalar_subquery())
+        if task_name is not None:  # by name: the executions of a deleted task stay readable (migration 0009)
+            query = query.where(e.c.task_name == task_name)
         if selector.task_names:
             query = query.where(e.c.task_name.in_(sorted(selector.task_names)))
         if selector.statuses:

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from schedule_grpc.models import Execution, ExecutionStatus
+from schedule_grpc.models import DeadLetter, Execution, ExecutionStatus
 from schedule_grpc.store.db import translate_errors
+from schedule_grpc.store.dead_letters import _from_row as _dead_letter
 from schedule_grpc.store.executions import _from_row
 from schedule_grpc.store.tables import dead_letters as dl
 from schedule_grpc.store.tables import leader_epochs as le
@@ -80,3 +81,9 @@ class ObservationStore:
         )
         with translate_errors(), self._engine.connect() as conn:
             return {ExecutionStatus(status): int(n) for status, n in conn.execute(query)}
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest dead letters (the status page's list)."""
+        query = select(dl).order_by(dl.c.created_at.desc(), dl.c.id.desc()).limit(limit)
+        with translate_errors(), self._engine.connect() as conn:
+            return [_dead_letter(row) for row in conn.execute(query).mappings()]

@@ -13,7 +13,6 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
-    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -92,7 +91,8 @@ task_executions = Table(
     "task_executions",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("task_id", String(64), ForeignKey("scheduled_tasks.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key: executions outlive their task (migration 0009) and stay readable by its name.
+    Column("task_id", String(64), nullable=False),
     Column("task_name", String(128), nullable=False),
     Column("trigger", String(16), nullable=False),
     Column("scheduled_for", UtcDateTime, nullable=False),
@@ -139,6 +139,8 @@ task_executions = Table(
     Index(None, "task_id", "created_at", "id"),
     Index(None, "created_at", "id"),
     Index(None, "status", "created_at", "id"),
+    # History by task name, which outlives the task (migration 0009).
+    Index(None, "task_name", "created_at", "id"),
 )
 
 dead_letters = Table(
@@ -146,7 +148,7 @@ dead_letters = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("execution_id", String(64), nullable=False, unique=True),
-    Column("task_id", String(64), ForeignKey("scheduled_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("task_id", String(64), nullable=False),  # no foreign key: outlives the task (migration 0009)
     Column("task_name", String(128), nullable=False),
     Column("scheduled_for", UtcDateTime, nullable=False),
     Column("attempts", Integer, nullable=False),
@@ -155,6 +157,26 @@ dead_letters = Table(
     Column("created_at", UtcDateTime, nullable=False),
     # Retention deletes the oldest first (migration 0007).
     Index(None, "created_at"),
+    Index(None, "task_name", "id"),
+)
+
+# Who changed which task, when, and the task before and after (migration 0009). Kept after the
+# task is deleted; newest first by (occurred_at, id).
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("action", String(32), nullable=False),
+    Column("task_name", String(128), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("actor", String(128)),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("before", JsonType),
+    Column("after", JsonType),
+    Column("subject_id", String(64)),
+    Index(None, "occurred_at", "id"),
+    Index(None, "task_name", "occurred_at", "id"),
+    Index(None, "actor", "occurred_at", "id"),
 )
 
 # APScheduler 3's job table (SQLAlchemyJobStore's shape): the scheduling engine's derived state,

@@ -28,9 +28,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc.errors import AlreadyExists, ResourceExhausted
-from schedule_grpc.models import OverlapPolicy, RetryPolicy, Task
+from schedule_grpc.models import ExecutionStatus, OverlapPolicy, RetryPolicy, Task
 from schedule_grpc.store.db import autocommit, is_unique_violation, translate_errors
 from schedule_grpc.store.tables import scheduled_tasks as t
+from schedule_grpc.store.tables import task_executions as e
 
 # Postgres channel on which every committed change to a task is announced (payload: the task name).
 CHANGES_CHANNEL = "schedule_task_changes"
@@ -254,12 +255,31 @@ class TaskStore:
         with translate_errors(), self._engine.begin() as conn:
             conn.execute(query)
 
-    def delete(self, name: str) -> bool:
-        """Deletes a task and, by cascade, its executions; False when absent."""
+    def delete(self, name: str, *, now: datetime | None = None) -> Task | None:
+        """Deletes a task and returns it; None when absent.
+
+        Its executions and dead letters stay (readable by the task's name until retention removes
+        them); its pending and running executions are cancelled with it, at ``now``.
+        """
         with translate_errors(), self._engine.begin() as conn:
-            deleted = conn.execute(delete(t).where(t.c.name == name)).rowcount > 0
-            if deleted:
+            row = conn.execute(delete(t).where(t.c.name == name).returning(*t.c)).mappings().first()
+            deleted = row is not None
+            if row is not None:
+                # Unfinished executions end with their task: nothing claims or recovers them for a task that is gone
+                # (a running handler's result is then refused, as after CancelExecution).
+                live = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
+                conn.execute(
+                    update(e)
+                    .where(e.c.task_id == row["id"], e.c.status.in_(live))
+                    .values(
+                        status=ExecutionStatus.CANCELLED.value,
+                        completed_at=now or row["updated_at"],
+                        error="cancelled: the task was unregistered",
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
                 self._announce(conn, name)
         if deleted:
             self._changed(name)
-        return deleted
+        return _from_row(row) if row is not None else None

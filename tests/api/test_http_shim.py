@@ -171,12 +171,12 @@ BAD_REQUESTS = [
     ("POST", "/api/tasks", b'{"name": "x", "overlapPolicy": "sometimes"}', "BAD_REQUEST_BODY"),
     ("POST", "/api/tasks", b'{"name": "x", "metadata": {"url": "' + b"y" * 300_000 + b'"}}', "BODY_TOO_LARGE"),
     ("POST", "/api/tasks?limit=3", b"{}", "BAD_QUERY_PARAMETER"),
-    ("GET", "/api/executions?limit=many", b"", "BAD_REQUEST_BODY"),
+    ("GET", "/api/executions?limit=many", b"", "BAD_QUERY_PARAMETER"),
     ("GET", "/api/executions?colour=red", b"", "BAD_QUERY_PARAMETER"),
     ("GET", "/api/executions?limit=1&limit=2", b"", "BAD_QUERY_PARAMETER"),
     ("POST", "/api/tasks/x/enable", b'{"enabled": true}', "UNEXPECTED_BODY"),
-    ("GET", "/api/executions?limit=5000", b"", "INVALID_ARGUMENT"),
-    ("POST", "/api/tasks", b'{"name": "bad name", "schedule": "@daily", "handler": "http"}', "INVALID_ARGUMENT"),
+    ("GET", "/api/executions?limit=5000", b"", "INVALID_PAGE_SIZE"),
+    ("POST", "/api/tasks", b'{"name": "bad name", "schedule": "@daily", "handler": "http"}', "INVALID_TASK_NAME"),
 ]
 
 
@@ -209,6 +209,29 @@ def test_not_found_conflict_and_unknown_routes(http: httpx.Client) -> None:
     assert nowhere.status_code == 404 and nowhere.json()["reason"] == "ROUTE_NOT_FOUND"
     wrong_verb = http.put("/api/tasks/dup")
     assert wrong_verb.status_code == 405 and "GET" in wrong_verb.headers["allow"]
+    assert wrong_verb.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+# Each answer in our words: what is wrong, where, and what would be right; no interpreter's text.
+WORDED = [
+    ("GET", "/api/executions?limit=abc", b"", "BAD_QUERY_PARAMETER", "limit: expected a whole number in range"),
+    ("GET", "/api/executions?statuses=done", b"", "BAD_QUERY_PARAMETER", "statuses: unknown value 'done'"),
+    ("GET", "/api/executions?startTime=yesterday", b"", "BAD_QUERY_PARAMETER", "startTime: expected an RFC 3339"),
+    ("POST", "/api/tasks", b'{"name": "x", "bogus": 1}', "BAD_REQUEST_BODY", "unknown field 'bogus'"),
+    ("POST", "/api/tasks", b'{"name": "x", "timeout": "forever"}', "BAD_REQUEST_BODY", "timeout: expected a duration"),
+    ("POST", "/api/tasks", b'{"retryPolicy": {"maxRetries": "a"}}', "BAD_REQUEST_BODY", "retryPolicy.maxRetries:"),
+    ("POST", "/api/tasks", b'{"name": ', "MALFORMED_JSON", "not valid JSON (line 1, column 10)"),
+]
+
+
+@pytest.mark.parametrize(("verb", "path", "body", "reason", "words"), WORDED)
+def test_bad_requests_are_answered_in_our_words(
+    http: httpx.Client, verb: str, path: str, body: bytes, reason: str, words: str
+) -> None:
+    payload = http.request(verb, path, content=body, headers={"content-type": "application/json"}).json()
+    assert payload["reason"] == reason and words in payload["error"], payload
+    for leak in ("invalid literal", "Message type", "Traceback", "schedule.v1.", ".py", "char "):
+        assert leak not in payload["error"], payload
 
 
 def test_percent_encoded_names_reach_the_api_decoded(http: httpx.Client) -> None:

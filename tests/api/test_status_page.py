@@ -45,7 +45,42 @@ def populated(service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webh
         status = ExecutionStatus.FAILED if quarter % 7 == 0 else ExecutionStatus.SUCCESS
         rows.run("billing-sync", now - timedelta(minutes=15 * quarter + 1), status)
     rows.run("nightly-report", now - timedelta(hours=3), ExecutionStatus.SUCCESS)
+    # a task in its own zone, never run; and one whose occurrence failed three times and was dead-lettered
+    stub.RegisterTask(
+        pb.RegisterTaskRequest(
+            name="alpha-cleanup", schedule="0 3 * * *", timezone="Europe/Berlin", handler="http", metadata=metadata
+        )
+    )
+    stub.RegisterTask(
+        pb.RegisterTaskRequest(name="zeta-export", schedule="0 * * * *", handler="http", metadata=metadata)
+    )
+    occurrence = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    last = ""
+    for attempt in (1, 2, 3):
+        last = rows.run(
+            "zeta-export", occurrence, ExecutionStatus.FAILED, attempt=attempt, late=timedelta(seconds=attempt)
+        )
+    rows.dead_letter(last, occurrence + timedelta(seconds=10))
     return service
+
+
+def _section(html: str, table_id: str) -> str:
+    start = html.index(f'<table id="{table_id}">')
+    return html[start : html.index("</table>", start)]
+
+
+def test_failing_tasks_come_first_and_each_failed_occurrence_is_one_row(populated: Service) -> None:
+    with urllib.request.urlopen(_url(populated, "/status"), timeout=10) as response:
+        html = response.read().decode()
+    tasks = _section(html, "tasks")
+    order = sorted(("alpha-cleanup", "billing-sync", "nightly-report", "zeta-export"), key=tasks.index)
+    assert order == ["billing-sync", "zeta-export", "alpha-cleanup", "nightly-report"]
+    assert "(Europe/Berlin)" in tasks and "CET" in tasks  # next run in the task's own zone too
+    letters = _section(html, "dead-letters")
+    assert "zeta-export" in letters and "dlq-" in letters and "billing-sync" not in letters
+    failures = _section(html, "failures")
+    assert failures.count("zeta-export") == 1 and "3 failed (last: attempt 3)" in failures
+    assert 'class="tick"' in html and ">0</text>" in html  # the chart's axis has numbers
 
 
 def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Service) -> None:
@@ -54,7 +89,7 @@ def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Servic
         html = response.read().decode()
     assert "billing-sync" in html and "nightly-report" in html
     assert html.count('class="bar failed"') > 0 and html.count('class="bar success"') > 0
-    assert "80 executions" in html or "81 executions" in html
+    assert "83 executions" in html or "84 executions" in html
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(_url(populated, "/nothing"), timeout=10)
     assert caught.value.code == 404

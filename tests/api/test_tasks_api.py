@@ -130,6 +130,18 @@ BAD_REGISTRATIONS = [
     ({"catchup_window": duration_pb2.Duration(seconds=-5)}, "catchup_window"),
     ({"overlap_policy": 42}, "overlap_policy"),
 ]
+# What a program reads from ErrorInfo.reason for each kind of bad field (README, "Errors").
+REASONS = {
+    "name": "INVALID_TASK_NAME",
+    "schedule": "INVALID_SCHEDULE",
+    "timezone": "INVALID_TIME_ZONE",
+    "handler": "UNKNOWN_HANDLER",
+    "metadata": "INVALID_METADATA",
+    "retry_policy": "INVALID_RETRY_POLICY",
+    "timeout": "INVALID_DURATION",
+    "catchup_window": "INVALID_DURATION",
+    "overlap_policy": "INVALID_ENUM_VALUE",
+}
 
 
 @pytest.mark.parametrize(("fields", "field"), BAD_REGISTRATIONS)
@@ -147,7 +159,8 @@ def test_bad_registration_names_the_field_and_writes_nothing(
     with pytest.raises(grpc.RpcError) as caught:
         stub.RegisterTask(pb.RegisterTaskRequest(**request))  # type: ignore[arg-type]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value) == ("INVALID_ARGUMENT", field)
+    missing = fields.get(field) == ""
+    assert error_details(caught.value) == ("MISSING_REQUIRED_FIELD" if missing else REASONS[field.split(".")[0]], field)
     assert field.split(".")[0] in (caught.value.details() or "")
     assert list(stub.ListTasks(pb.ListTasksRequest()).tasks) == []
 
@@ -214,15 +227,16 @@ def test_unknown_task_is_not_found(stub: pb_grpc.ScheduleServiceStub, rpc: str) 
     assert error_details(caught.value)[0] == "TASK_NOT_FOUND"
 
 
-def test_unregister_deletes_task_and_history(stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
+def test_unregister_deletes_the_task_and_keeps_its_history(stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
     register(stub, "gone", url=webhook.url)
-    stub.RunTaskNow(pb.RunTaskNowRequest(name="gone"))
+    ran = stub.RunTaskNow(pb.RunTaskNowRequest(name="gone")).execution
     response = stub.UnregisterTask(pb.UnregisterTaskRequest(name="gone"))
     assert response.message == "Task gone unregistered"
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetTask(pb.GetTaskRequest(name="gone"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert list(stub.GetRecentExecutions(pb.GetRecentExecutionsRequest()).executions) == []
+    assert [e.id for e in stub.GetRecentExecutions(pb.GetRecentExecutionsRequest()).executions] == [ran.id]
+    assert [e.id for e in stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="gone")).history] == [ran.id]
 
 
 def test_list_handlers_names_http_with_its_description(stub: pb_grpc.ScheduleServiceStub) -> None:

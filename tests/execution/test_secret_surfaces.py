@@ -101,13 +101,19 @@ def test_a_planted_secret_appears_on_no_surface(
             seen.append(str(stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="billing"), metadata=who)))
             seen.append(str(stub.GetRecentExecutions(pb.GetRecentExecutionsRequest(), metadata=who)))
             seen.append(str(stub.ListDeadLetters(pb.ListDeadLettersRequest(), metadata=who)))
+        full = pb.EXECUTION_VIEW_FULL
+        seen.append(str(stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="billing", view=full), metadata=alpha)))
+        audit = stub.ListAuditEntries(pb.ListAuditEntriesRequest(), metadata=tuple(bearer("root-secret").items()))
+        assert audit.entries, "the registration and the run are in the trail"
+        seen.append(str(audit))
     with httpx.Client(base_url=f"http://127.0.0.1:{replica.http_port}", timeout=30) as http:
         for token in ("alpha-secret", "root-secret"):
-            for path in ("/api/tasks", "/api/tasks/billing", "/api/tasks/billing/history", "/api/executions"):
+            for path in ("/api/tasks", "/api/tasks/billing", "/api/tasks/billing/history?view=full", "/api/executions"):
                 answer = http.get(path, headers=bearer(token))
                 assert answer.status_code == 200
                 seen.append(answer.text)
         seen.append(http.post("/api/tasks/billing/run", headers=bearer("alpha-secret")).text)
+        seen.append(http.get("/api/audit", headers=bearer("root-secret")).text)
     assert replica.observability is not None and replica.observability.http is not None
     with urllib.request.urlopen(f"http://127.0.0.1:{replica.observability.http.port}/status", timeout=10) as page:
         status_page = page.read().decode()

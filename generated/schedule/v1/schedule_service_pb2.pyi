@@ -162,6 +162,88 @@ ERROR_CATEGORY_POLICY: ErrorCategory.ValueType  # 5
 """Refused by the operator's policy (egress to a denied address, a table not allowed) before any work."""
 Global___ErrorCategory: _TypeAlias = ErrorCategory  # noqa: Y015
 
+class _ExecutionView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_VIEW_UNSPECIFIED: _ExecutionView.ValueType  # 0
+    """Not set: EXECUTION_VIEW_BASIC."""
+    EXECUTION_VIEW_BASIC: _ExecutionView.ValueType  # 1
+    """Everything but the traceback of failed executions (the error message and
+    category stay).
+    """
+    EXECUTION_VIEW_FULL: _ExecutionView.ValueType  # 2
+    """Everything, tracebacks included. Only for the task's owner and admins
+    (GetTaskHistory) or admins (GetRecentExecutions); PERMISSION_DENIED,
+    reason FULL_VIEW_NOT_ALLOWED, otherwise.
+    """
+
+class ExecutionView(_ExecutionView, metaclass=_ExecutionViewEnumTypeWrapper):
+    """How much of each execution a listing returns (AIP-157 partial responses)."""
+
+EXECUTION_VIEW_UNSPECIFIED: ExecutionView.ValueType  # 0
+"""Not set: EXECUTION_VIEW_BASIC."""
+EXECUTION_VIEW_BASIC: ExecutionView.ValueType  # 1
+"""Everything but the traceback of failed executions (the error message and
+category stay).
+"""
+EXECUTION_VIEW_FULL: ExecutionView.ValueType  # 2
+"""Everything, tracebacks included. Only for the task's owner and admins
+(GetTaskHistory) or admins (GetRecentExecutions); PERMISSION_DENIED,
+reason FULL_VIEW_NOT_ALLOWED, otherwise.
+"""
+Global___ExecutionView: _TypeAlias = ExecutionView  # noqa: Y015
+
+class _AuditAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUDIT_ACTION_UNSPECIFIED: _AuditAction.ValueType  # 0
+    """Not set."""
+    AUDIT_ACTION_REGISTERED: _AuditAction.ValueType  # 1
+    """RegisterTask (also through InitializeDefaultTasks)."""
+    AUDIT_ACTION_UPDATED: _AuditAction.ValueType  # 2
+    """A change of a task's definition."""
+    AUDIT_ACTION_ENABLED: _AuditAction.ValueType  # 3
+    """EnableTask."""
+    AUDIT_ACTION_DISABLED: _AuditAction.ValueType  # 4
+    """DisableTask."""
+    AUDIT_ACTION_UNREGISTERED: _AuditAction.ValueType  # 5
+    """UnregisterTask."""
+    AUDIT_ACTION_RUN_NOW: _AuditAction.ValueType  # 6
+    """RunTaskNow."""
+    AUDIT_ACTION_DEAD_LETTER_REDRIVEN: _AuditAction.ValueType  # 7
+    """RedriveDeadLetter."""
+    AUDIT_ACTION_DEAD_LETTER_DISCARDED: _AuditAction.ValueType  # 8
+    """DiscardDeadLetter."""
+
+class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
+    """What an audit entry records."""
+
+AUDIT_ACTION_UNSPECIFIED: AuditAction.ValueType  # 0
+"""Not set."""
+AUDIT_ACTION_REGISTERED: AuditAction.ValueType  # 1
+"""RegisterTask (also through InitializeDefaultTasks)."""
+AUDIT_ACTION_UPDATED: AuditAction.ValueType  # 2
+"""A change of a task's definition."""
+AUDIT_ACTION_ENABLED: AuditAction.ValueType  # 3
+"""EnableTask."""
+AUDIT_ACTION_DISABLED: AuditAction.ValueType  # 4
+"""DisableTask."""
+AUDIT_ACTION_UNREGISTERED: AuditAction.ValueType  # 5
+"""UnregisterTask."""
+AUDIT_ACTION_RUN_NOW: AuditAction.ValueType  # 6
+"""RunTaskNow."""
+AUDIT_ACTION_DEAD_LETTER_REDRIVEN: AuditAction.ValueType  # 7
+"""RedriveDeadLetter."""
+AUDIT_ACTION_DEAD_LETTER_DISCARDED: AuditAction.ValueType  # 8
+"""DiscardDeadLetter."""
+Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
+
 class _ExecutionEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -432,7 +514,9 @@ class Execution(_message.Message):
     error_category: Global___ErrorCategory.ValueType
     """Kind of failure, for failed executions."""
     traceback: _builtins.str
-    """Stack trace of a failed execution, when one was captured."""
+    """Stack trace of a failed execution, when one was captured. Only in the
+    EXECUTION_VIEW_FULL view (see ExecutionView); empty in listings by default.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the handler started; unset while pending."""
@@ -913,6 +997,7 @@ class GetTaskHistoryRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the task."""
     limit: _builtins.int
@@ -921,6 +1006,8 @@ class GetTaskHistoryRequest(_message.Message):
     """next_page_token of the previous page; empty for the first page. A token
     is only valid with the filters of the request that returned it.
     """
+    view: Global___ExecutionView.ValueType
+    """How much of each execution to return. Default EXECUTION_VIEW_BASIC."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionStatus.ValueType]:
         """Only executions in one of these statuses; empty: any status."""
@@ -942,10 +1029,11 @@ class GetTaskHistoryRequest(_message.Message):
         statuses: _abc.Iterable[Global___ExecutionStatus.ValueType] | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        view: Global___ExecutionView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "name", b"name", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "name", b"name", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -991,12 +1079,15 @@ class GetRecentExecutionsRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Most executions to return, 1-1000. Default 100."""
     page_token: _builtins.str
     """next_page_token of the previous page; empty for the first page. A token
     is only valid with the filters of the request that returned it.
     """
+    view: Global___ExecutionView.ValueType
+    """How much of each execution to return. Default EXECUTION_VIEW_BASIC."""
     @_builtins.property
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only executions of these tasks (by name); empty: every task."""
@@ -1022,10 +1113,11 @@ class GetRecentExecutionsRequest(_message.Message):
         statuses: _abc.Iterable[Global___ExecutionStatus.ValueType] | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        view: Global___ExecutionView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses", "task_names", b"task_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "limit", b"limit", "page_token", b"page_token", "start_time", b"start_time", "statuses", b"statuses", "task_names", b"task_names", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1180,6 +1272,154 @@ class InitializeDefaultTasksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InitializeDefaultTasksResponse: _TypeAlias = InitializeDefaultTasksResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One change recorded in the audit trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier, e.g. "audit-0192f..."."""
+    action: Global___AuditAction.ValueType
+    """What was done."""
+    task_name: _builtins.str
+    """Name of the task concerned."""
+    task_id: _builtins.str
+    """Id of the task concerned (it may have been deleted since)."""
+    actor: _builtins.str
+    """Caller that made the change (token or certificate name); empty when the
+    service ran without credentials.
+    """
+    subject_id: _builtins.str
+    """The execution (run now, redrive) or dead letter (discard) concerned, if any."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made."""
+
+    @_builtins.property
+    def before(self) -> _struct_pb2.Struct:
+        """The task before the change, as the JSON of Task; unset for a
+        registration and for actions that do not change the task.
+        """
+
+    @_builtins.property
+    def after(self) -> _struct_pb2.Struct:
+        """The task after the change; unset for an unregistration."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        action: Global___AuditAction.ValueType = ...,
+        task_name: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        before: _struct_pb2.Struct | None = ...,
+        after: _struct_pb2.Struct | None = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after", b"after", "before", b"before", "id", b"id", "occurred_at", b"occurred_at", "subject_id", b"subject_id", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditEntriesRequest(_message.Message):
+    """Request of ListAuditEntries. Filters combine with AND; an empty filter
+    matches everything.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    task_name: _builtins.str
+    """Only entries about this task (by name, deleted tasks included)."""
+    actor: _builtins.str
+    """Only entries made by this caller."""
+    page_size: _builtins.int
+    """Most entries to return, 1-1000. Default 100."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page. A token
+    is only valid with the filters of the request that returned it.
+    """
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[Global___AuditAction.ValueType]:
+        """Only entries of these actions."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only entries made at or after this instant."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only entries made before this instant; must be after start_time."""
+
+    def __init__(
+        self,
+        *,
+        task_name: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        actions: _abc.Iterable[Global___AuditAction.ValueType] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEntriesRequest: _TypeAlias = ListAuditEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEntriesResponse(_message.Message):
+    """Response of ListAuditEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """Entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEntriesResponse: _TypeAlias = ListAuditEntriesResponse  # noqa: Y015
 
 @_typing.final
 class PreviewScheduleRequest(_message.Message):

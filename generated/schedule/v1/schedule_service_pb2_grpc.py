@@ -31,6 +31,13 @@ class ScheduleServiceStub:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     def __init__(self, channel):
@@ -114,6 +121,11 @@ class ScheduleServiceStub:
                 request_serializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.SerializeToString,
                 response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/schedule.v1.ScheduleService/ListAuditEntries',
+                request_serializer=schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
         self.PreviewSchedule = channel.unary_unary(
                 '/schedule.v1.ScheduleService/PreviewSchedule',
                 request_serializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.SerializeToString,
@@ -132,6 +144,13 @@ class ScheduleServiceServicer:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     def RegisterTask(self, request, context):
@@ -142,7 +161,10 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UnregisterTask(self, request, context):
-        """Deletes a task and its execution history. NOT_FOUND when absent.
+        """Deletes a task. Its executions and dead letters stay readable by the
+        task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+        retention removes them; its pending and running executions are
+        cancelled. NOT_FOUND when absent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -240,6 +262,17 @@ class ScheduleServiceServicer:
     def DiscardDeadLetter(self, request, context):
         """Removes a dead letter without running it again; its executions stay in
         the history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEntries(self, request, context):
+        """Lists the audit trail, newest first, a page at a time: every change to a
+        task (registered, enabled, disabled, unregistered, run now) and to a dead
+        letter (redriven, discarded), with the caller that made it, when, and the
+        task before and after. Entries outlive the task they are about. Admins
+        only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +378,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.FromString,
                     response_serializer=schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.SerializeToString,
             ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
             'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewSchedule,
                     request_deserializer=schedule_dot_v1_dot_schedule__service__pb2.PreviewScheduleRequest.FromString,
@@ -369,6 +407,13 @@ class ScheduleService:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     @staticmethod
@@ -766,6 +811,33 @@ class ScheduleService:
             '/schedule.v1.ScheduleService/DiscardDeadLetter',
             schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterRequest.SerializeToString,
             schedule_dot_v1_dot_schedule__service__pb2.DiscardDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedule.v1.ScheduleService/ListAuditEntries',
+            schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesRequest.SerializeToString,
+            schedule_dot_v1_dot_schedule__service__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

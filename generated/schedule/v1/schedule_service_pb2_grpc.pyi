@@ -34,6 +34,13 @@ class ScheduleServiceStub:
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     @_typing.overload
@@ -43,7 +50,11 @@ class ScheduleServiceStub:
     RegisterTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.RegisterTaskRequest, _schedule_service_pb2.RegisterTaskResponse]
     """Registers a new task. ALREADY_EXISTS when a task of that name exists."""
     UnregisterTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]
-    """Deletes a task and its execution history. NOT_FOUND when absent."""
+    """Deletes a task. Its executions and dead letters stay readable by the
+    task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+    retention removes them; its pending and running executions are
+    cancelled. NOT_FOUND when absent.
+    """
     EnableTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]
     """Enables a task: it fires again from its next fire instant."""
     DisableTask: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.DisableTaskRequest, _schedule_service_pb2.DisableTaskResponse]
@@ -81,6 +92,13 @@ class ScheduleServiceStub:
     """Removes a dead letter without running it again; its executions stay in
     the history.
     """
+    ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ListAuditEntriesRequest, _schedule_service_pb2.ListAuditEntriesResponse]
+    """Lists the audit trail, newest first, a page at a time: every change to a
+    task (registered, enabled, disabled, unregistered, run now) and to a dead
+    letter (redriven, discarded), with the caller that made it, when, and the
+    task before and after. Entries outlive the task they are about. Admins
+    only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
+    """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]
     """Returns the next fire instants of a schedule without registering it."""
     WatchExecutions: _grpc.UnaryStreamMultiCallable[_schedule_service_pb2.WatchExecutionsRequest, _schedule_service_pb2.WatchExecutionsResponse]
@@ -102,13 +120,24 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.RegisterTaskRequest, _schedule_service_pb2.RegisterTaskResponse]  # type: ignore[assignment]
     """Registers a new task. ALREADY_EXISTS when a task of that name exists."""
     UnregisterTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.UnregisterTaskRequest, _schedule_service_pb2.UnregisterTaskResponse]  # type: ignore[assignment]
-    """Deletes a task and its execution history. NOT_FOUND when absent."""
+    """Deletes a task. Its executions and dead letters stay readable by the
+    task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+    retention removes them; its pending and running executions are
+    cancelled. NOT_FOUND when absent.
+    """
     EnableTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.EnableTaskRequest, _schedule_service_pb2.EnableTaskResponse]  # type: ignore[assignment]
     """Enables a task: it fires again from its next fire instant."""
     DisableTask: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.DisableTaskRequest, _schedule_service_pb2.DisableTaskResponse]  # type: ignore[assignment]
@@ -146,6 +175,13 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """Removes a dead letter without running it again; its executions stay in
     the history.
     """
+    ListAuditEntries: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ListAuditEntriesRequest, _schedule_service_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
+    """Lists the audit trail, newest first, a page at a time: every change to a
+    task (registered, enabled, disabled, unregistered, run now) and to a dead
+    letter (redriven, discarded), with the caller that made it, when, and the
+    task before and after. Entries outlive the task they are about. Admins
+    only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
+    """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.PreviewScheduleRequest, _schedule_service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """Returns the next fire instants of a schedule without registering it."""
     WatchExecutions: _aio.UnaryStreamMultiCallable[_schedule_service_pb2.WatchExecutionsRequest, _schedule_service_pb2.WatchExecutionsResponse]  # type: ignore[assignment]
@@ -166,6 +202,13 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Errors carry a google.rpc.ErrorInfo (domain "schedule.v1") and, for
     INVALID_ARGUMENT, a google.rpc.BadRequest naming the offending field.
+    ErrorInfo.reason of INVALID_ARGUMENT says which kind of input was wrong:
+    MISSING_REQUIRED_FIELD, INVALID_TASK_NAME, INVALID_SCHEDULE,
+    INVALID_TIME_ZONE, UNKNOWN_HANDLER, INVALID_METADATA (any metadata.* field),
+    INVALID_RETRY_POLICY, INVALID_DURATION (timeout, catchup_window,
+    history_retention), INVALID_MEMORY_LIMIT, INVALID_ENUM_VALUE,
+    INVALID_PAGE_SIZE (limit, page_size, count), INVALID_PAGE_TOKEN,
+    INVALID_CURSOR, INVALID_TIME_RANGE, INVALID_ID, INVALID_ACTOR.
     """
 
     @_abc_1.abstractmethod
@@ -182,7 +225,11 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_service_pb2.UnregisterTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.UnregisterTaskResponse, _abc.Awaitable[_schedule_service_pb2.UnregisterTaskResponse]]:
-        """Deletes a task and its execution history. NOT_FOUND when absent."""
+        """Deletes a task. Its executions and dead letters stay readable by the
+        task's name (GetTaskHistory, GetRecentExecutions, ListDeadLetters) until
+        retention removes them; its pending and running executions are
+        cancelled. NOT_FOUND when absent.
+        """
 
     @_abc_1.abstractmethod
     def EnableTask(
@@ -297,6 +344,19 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_service_pb2.DiscardDeadLetterResponse, _abc.Awaitable[_schedule_service_pb2.DiscardDeadLetterResponse]]:
         """Removes a dead letter without running it again; its executions stay in
         the history.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: _schedule_service_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.ListAuditEntriesResponse, _abc.Awaitable[_schedule_service_pb2.ListAuditEntriesResponse]]:
+        """Lists the audit trail, newest first, a page at a time: every change to a
+        task (registered, enabled, disabled, unregistered, run now) and to a dead
+        letter (redriven, discarded), with the caller that made it, when, and the
+        task before and after. Entries outlive the task they are about. Admins
+        only (PERMISSION_DENIED, reason ADMIN_ONLY, for other callers).
         """
 
     @_abc_1.abstractmethod

@@ -96,14 +96,24 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[last] = value
 
 
-def request_data(route: Route, path_values: dict[str, str], query: str, body: bytes) -> dict[str, Any]:
-    """The request as a JSON object: body (per the binding), then query parameters, then path variables."""
+class RequestData:
+    """What a request carries, in two parts that go wrong differently: the body, and the query with the path."""
+
+    def __init__(self, body: dict[str, Any], query: dict[str, Any]) -> None:
+        self.body, self.query = body, query
+
+
+def request_data(route: Route, path_values: dict[str, str], query: str, body: bytes) -> RequestData:
+    """The request as JSON objects: body (per the binding); query parameters, then path variables."""
     data: dict[str, Any] = {}
     if body.strip():
         try:
             parsed = json.loads(body)
-        except (ValueError, RecursionError) as error:
-            raise _bad_request("MALFORMED_JSON", f"the request body is not valid JSON: {error}") from None
+        except json.JSONDecodeError as error:
+            where = f"line {error.lineno}, column {error.colno}"
+            raise _bad_request("MALFORMED_JSON", f"the request body is not valid JSON ({where})") from None
+        except (ValueError, RecursionError):
+            raise _bad_request("MALFORMED_JSON", "the request body is not valid JSON or is nested too deeply") from None
         if route.body == "*":
             if not isinstance(parsed, dict):
                 raise _bad_request("BAD_REQUEST_BODY", "the request body must be a JSON object")
@@ -116,6 +126,7 @@ def request_data(route: Route, path_values: dict[str, str], query: str, body: by
     if params and route.body == "*":
         raise _bad_request("BAD_QUERY_PARAMETER", f"{route.verb} {route.template} takes no query parameters")
     descriptor = route.method.input_type
+    from_query: dict[str, Any] = {}
     for key, values in params.items():
         target: Any = descriptor
         field = None
@@ -126,14 +137,28 @@ def request_data(route: Route, path_values: dict[str, str], query: str, body: by
             target = field.message_type
         assert field is not None
         if marshal.is_repeated(field):
-            _set_path(data, key, [_query_value(field, v) for v in values])
+            _set_path(from_query, key, [_query_value(field, v) for v in values])
         elif len(values) > 1:
             raise _bad_request("BAD_QUERY_PARAMETER", f"query parameter {key!r} given more than once")
         else:
-            _set_path(data, key, _query_value(field, values[0]))
+            _set_path(from_query, key, _query_value(field, values[0]))
     for name, value in path_values.items():
-        _set_path(data, name, value)
-    return data
+        _set_path(from_query, name, value)
+    return RequestData(data, from_query)
+
+
+def fill(request: Any, data: RequestData) -> None:
+    """Fills ``request`` from the body, then from the query and path; errors name the part that is wrong."""
+    try:
+        marshal.from_json(data.body, request)
+    except marshal.BadJson as error:
+        raise _bad_request("BAD_REQUEST_BODY", str(error)) from None
+    from_query = type(request)()
+    try:
+        marshal.from_json(data.query, from_query)
+    except marshal.BadJson as error:
+        raise _bad_request("BAD_QUERY_PARAMETER", str(error)) from None
+    request.MergeFrom(from_query)
 
 
 def envelope(response: Any) -> dict[str, Any]:
@@ -249,9 +274,10 @@ class ShimApp:
         try:
             route, values = routes.match(self.routes, verb, raw_path)
         except routes.WrongVerb as error:
+            # No gRPC code fits a verb the route lacks (UNIMPLEMENTED would say the RPC does not exist).
             raise HttpError(
                 405,
-                "UNIMPLEMENTED",
+                "METHOD_NOT_ALLOWED",
                 "METHOD_NOT_ALLOWED",
                 f"{verb} is not allowed on {raw_path}",
                 {"allow": ", ".join(error.allowed)},
@@ -260,12 +286,7 @@ class ShimApp:
             raise HttpError(404, "NOT_FOUND", "ROUTE_NOT_FOUND", f"no route for {verb} {raw_path}") from None
         body = await self._read_body(receive, headers)
         request = message_factory.GetMessageClass(route.method.input_type)()
-        try:
-            marshal.from_json(
-                request_data(route, values, scope.get("query_string", b"").decode("latin-1"), body), request
-            )
-        except marshal.BadJson as error:
-            raise _bad_request("BAD_REQUEST_BODY", str(error)) from None
+        fill(request, request_data(route, values, scope.get("query_string", b"").decode("latin-1"), body))
         try:
             response = await self._call(route)(request, metadata=metadata)
         except grpc.aio.AioRpcError as error:

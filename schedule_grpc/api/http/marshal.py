@@ -160,15 +160,66 @@ def _exact_numbers(data: Any, path: str) -> None:
 def from_json(data: Any, message: Message) -> None:
     """Fills ``message`` from parsed JSON: names in camelCase or snake_case, enums by short or full name.
 
-    Unknown fields and values of the wrong type raise BadJson.
+    Unknown fields and values of the wrong type raise BadJson, worded for the caller (field and expected
+    type), never with the JSON library's text.
     """
     if not isinstance(data, dict):
         raise BadJson("the request body must be a JSON object")
+    descriptor: Any = message.DESCRIPTOR
     try:
         _exact_numbers(data, "")
-        descriptor: Any = message.DESCRIPTOR
         json_format.ParseDict(_expand(descriptor, data), message)
+    except BadJson:
+        raise
     except json_format.ParseError as error:
-        raise BadJson(str(error).split("\n")[0]) from None
-    except (TypeError, ValueError, OverflowError, RecursionError) as error:
-        raise BadJson(f"the request body does not fit {message.DESCRIPTOR.name}: {error}") from None
+        raise BadJson(_in_our_words(str(error), descriptor)) from None
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise BadJson("a value does not fit its field (wrong type, out of range or nested too deeply)") from None
+
+
+_NO_FIELD = re.compile(r'has no field named "([^"]+)"')
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field")
+
+
+def _in_our_words(text: str, descriptor: Descriptor) -> str:
+    unknown = _NO_FIELD.search(text)
+    if unknown:
+        return f"unknown field {unknown.group(1)!r}"
+    # "Failed to parse retryPolicy field: Failed to parse maxRetries field: ..." names the path outside in.
+    path: list[str] = []
+    field: FieldDescriptor | None = None
+    target: Descriptor | None = descriptor
+    for name in _FAILED_FIELD.findall(text):
+        field = field_named(target, name) if target is not None else None
+        if field is None:
+            break
+        path.append(field.json_name)
+        target = field.message_type
+    if field is None:
+        return "a value does not have the type its field needs"
+    return f"{'.'.join(path)}: expected {_expected(field)}"
+
+
+_EXPECTED_WELL_KNOWN = {
+    "google.protobuf.Duration": 'a duration such as "30s" or "1.5s"',
+    "google.protobuf.Timestamp": 'an RFC 3339 time such as "2026-03-01T12:00:00Z"',
+    "google.protobuf.Struct": "a JSON object",
+    "google.protobuf.Value": "a JSON value",
+}
+_EXPECTED_SCALAR = {
+    FieldDescriptor.TYPE_BOOL: "true or false",
+    FieldDescriptor.TYPE_STRING: "a string",
+    FieldDescriptor.TYPE_BYTES: "base64 text",
+    FieldDescriptor.TYPE_DOUBLE: "a number",
+    FieldDescriptor.TYPE_FLOAT: "a number",
+}
+
+
+def _expected(field: FieldDescriptor) -> str:
+    many = "a list of " if is_repeated(field) and not _is_map(field) else ""
+    if field.message_type is not None:
+        return many + _EXPECTED_WELL_KNOWN.get(field.message_type.full_name, "a JSON object")
+    if field.enum_type is not None:
+        names = sorted(str(enum_short_name(field.enum_type, v.number)) for v in field.enum_type.values if v.number)
+        return many + "one of " + ", ".join(names)
+    return many + _EXPECTED_SCALAR.get(field.type, "a whole number in range")
