@@ -204,18 +204,41 @@ class QueueStore:
             ).scalars()
             return set(kept)
 
-    def still_running(self, *, owner: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` still run under ``owner`` (the others were cancelled or taken over)."""
+    def taken(self, *, owner: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` no longer run under ``owner``: cancelled, or recovered by another replica.
+
+        A row that is gone (its task was unregistered) is not among them: its handler may finish.
+        """
         if not ids:
             return set()
+        mine = and_(e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
         with translate_errors(), self._engine.connect() as conn:
-            return set(
-                conn.execute(
-                    select(e.c.id).where(
-                        e.c.id.in_(ids), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner
-                    )
-                ).scalars()
-            )
+            return set(conn.execute(select(e.c.id).where(e.c.id.in_(ids), ~mine)).scalars())
+
+    def cancel_task(self, task_id: str, *, now: datetime, reason: str, running: bool) -> list[Execution]:
+        """Cancels the task's pending retries and scheduled executions (and, when ``running``, its running
+        ones) with ``reason``; returns them as they were. A pending manual run is left: its caller waits."""
+        which = and_(e.c.status == ExecutionStatus.PENDING.value, e.c.trigger != Trigger.MANUAL.value)
+        if running:
+            which = which | (e.c.status == ExecutionStatus.RUNNING.value)
+        query = select(e).where(e.c.task_id == task_id, which).order_by(e.c.id)
+        cancelled: list[Execution] = []
+        with translate_errors(), self._engine.begin() as conn:
+            for current in [_execution(r) for r in conn.execute(query.with_for_update()).mappings()]:
+                values: dict[str, Any] = {
+                    "status": ExecutionStatus.CANCELLED.value,
+                    "completed_at": now,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "error": f"cancelled before it started: {reason}",
+                }
+                if current.status is ExecutionStatus.RUNNING:
+                    values["error"] = f"cancelled while running: {reason}"
+                    if current.started_at is not None:
+                        values["duration_ms"] = _ms(now - current.started_at)
+                conn.execute(update(e).where(e.c.id == current.id).values(values))
+                cancelled.append(current)
+        return cancelled
 
     def record(self, owner: str, finished: Sequence[Finished]) -> list[Recorded | None]:
         """Records how ``owner``'s executions ended, with their retries and dead letters, in one transaction.

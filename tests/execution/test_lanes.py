@@ -195,3 +195,50 @@ def test_run_now_is_not_queued_behind_other_callers_work_in_a_full_local_lane(
             assert statuses(svc, names).count(ExecutionStatus.RUNNING) == 2
     finally:
         svc.stop()
+
+
+def test_disable_cancels_pending_retries_and_lets_a_running_call_finish_unretried(
+    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+) -> None:
+    failing = register(stub, "flaky", "failing")
+    enqueue_scheduled(lanes, failing.id, failing.name, clock.now())
+    wait_until(lambda: [x for x in history(lanes, "flaky") if x.attempt == 2])  # due in 1 s of a clock that waits
+    held = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/1"})
+    running = enqueue_scheduled(lanes, held.id, held.name, clock.now())
+    wait_until(lambda: running.id in receiver.arrived)
+    stub.DisableTask(pb.DisableTaskRequest(name="flaky"))
+    stub.DisableTask(pb.DisableTaskRequest(name="held-hook"))
+    first, retry = history(lanes, "flaky")
+    assert first.status is ExecutionStatus.FAILED
+    assert retry.status is ExecutionStatus.CANCELLED
+    assert retry.error == "cancelled before it started: the task was disabled"
+    assert lanes.executor is not None and lanes.executor.wait_finished(running.id, 30)
+    assert [x.status for x in history(lanes, "held-hook")] == [ExecutionStatus.SUCCESS]
+    assert running.id not in receiver.gone
+
+
+def test_disable_with_cancel_running_stops_the_running_call(
+    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+) -> None:
+    task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
+    running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
+    wait_until(lambda: running.id in receiver.arrived)
+    stub.DisableTask(pb.DisableTaskRequest(name="held-hook", cancel_running=True))
+    wait_until(lambda: running.id in receiver.gone, timeout_s=5)
+    [row] = history(lanes, "held-hook")
+    assert row.status is ExecutionStatus.CANCELLED and row.error == "cancelled while running: the task was disabled"
+
+
+@pytest.mark.parametrize("cancel_running", [False, True])
+def test_unregister_lets_a_running_call_finish_or_stops_it(
+    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver, cancel_running: bool
+) -> None:
+    task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/1"})
+    running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
+    wait_until(lambda: running.id in receiver.arrived)
+    stub.UnregisterTask(pb.UnregisterTaskRequest(name="held-hook", cancel_running=cancel_running))
+    assert lanes.executor is not None and lanes.executor.wait_finished(running.id, 30)
+    assert (running.id in receiver.gone) is cancel_running
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetTask(pb.GetTaskRequest(name="held-hook"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
