@@ -373,8 +373,8 @@ class QueueStore:
             return None
         done = _execution(row)
         if decision.retry_at is not None:
-            if not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
-                # Disabled since the claim: no more attempts of its occurrences.
+            if task.enabled and not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
+                # Disabled while it ran (DisableTask cancelled its pending retries): no more attempts.
                 return Recorded(done, task, Decision(alerts=decision.alerts))
             retry = lifecycle.retry_of(execution, decision.retry_at, outcome.completed_at)
             try:

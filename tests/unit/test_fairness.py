@@ -54,10 +54,10 @@ def ids(chosen: list[Candidate]) -> list[str]:
             ["e0", "e1", "e3"],
         ),
         (
-            "tasks without an owner share one owner's share",
-            [c(i, None) for i in range(6)],
+            "tasks without an owner are held to no share",
+            [c(i, None) for i in range(9)],
             {},
-            [f"e{i}" for i in range(4)],
+            [f"e{i}" for i in range(8)],
         ),
     ],
 )
