@@ -7,11 +7,12 @@ process it started, reaped children included) per execution and the receipt late
 measures GetTask latency (sequential calls from this process) while the burst runs, against the same
 calls on the idle replica in the same run.
 
-    python scripts/bench_executor.py [--webhooks 1000] [--handler remote|http] [--tree DIR]
+    python scripts/bench_executor.py [--webhooks 1000] [--handler remote|local|http] [--tree DIR]
 
 ``--handler http``: the built-in ``http`` handler, in whatever lane the replica runs it. ``remote``: a
 minimal remote-lane webhook (a bare asyncio POST, ``bench_remote.py``), the executor's own cost with
-the least handler work. ``--tree`` runs the replica from another checkout (e.g. an older commit
+the least handler work; ``local``: the same call in the local lane (a worker process per execution).
+``--tree`` runs the replica from another checkout (e.g. an older commit
 exported with ``git archive``) to compare before and after; only ``--handler http`` works there.
 Talks only to loopback; stops the replica and drops its database however it ends.
 """
@@ -110,7 +111,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--webhooks", type=int, default=1000)
-    parser.add_argument("--handler", choices=["remote", "http"], default="remote")
+    parser.add_argument("--handler", choices=["remote", "local", "http"], default="remote")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout the replica runs from")
     parser.add_argument("--max-wait-s", type=float, default=300.0)
     args = parser.parse_args()
@@ -130,12 +131,13 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join([str(args.tree), str(args.tree / "generated"), str(ROOT / "scripts")]),
     }
     command = [sys.executable, str(args.tree / "server.py")]
-    if args.handler == "remote":
+    if args.handler != "http":
         command = [sys.executable, str(ROOT / "scripts" / "bench_remote.py")]
     replica: subprocess.Popen[bytes] | None = None
     try:
         with Receiver() as receiver, psycopg.connect(conninfo, autocommit=True) as conn:
-            insert_tasks(conn, args.webhooks, "bench-post" if args.handler == "remote" else "http", receiver.url)
+            handler = {"remote": "bench-post", "local": "bench-post-local", "http": "http"}[args.handler]
+            insert_tasks(conn, args.webhooks, handler, receiver.url)
             replica = subprocess.Popen(command, cwd=args.tree, env=env)
             if not wait_serving(f"127.0.0.1:{port}", 60):
                 print("the replica did not start", file=sys.stderr)

@@ -1,7 +1,9 @@
-"""A replica (``server.py``) with one more handler, ``bench-post``: a minimal remote-lane webhook.
+"""A replica (``server.py``) with two more handlers: ``bench-post``, a minimal remote-lane webhook, and
+``bench-post-local``, the same call run in the local lane (a worker process per execution).
 
 It POSTs the execution id to ``metadata.url`` over a bare asyncio connection, so ``bench_executor.py``
-measures the executor's own cost per execution with as little handler work as a webhook can have.
+measures the executor's own cost per execution, in each lane, with as little handler work as a
+webhook can have.
 """
 
 from __future__ import annotations
@@ -51,11 +53,20 @@ class BenchPost:
         return int(status.split()[1])
 
 
+class BenchPostLocal(BenchPost):
+    name = "bench-post-local"
+    lane: Lane = "local"
+
+
 def main() -> int:
+    # The handlers by their module's name, not __main__'s: the local one is pickled into worker processes.
+    from bench_remote import BenchPost, BenchPostLocal
+
     settings = Settings.from_env(os.environ)
     logs.configure(settings.log_level, settings.log_format)
     registry = default_registry(settings)
     registry.register(BenchPost())
+    registry.register(BenchPostLocal())
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
