@@ -155,6 +155,14 @@ def main() -> int:
                 done_at = wait_done(conn, instant, args.webhooks, args.max_wait_s)
                 tree, own = tree_cpu_s(replica.pid) - before_tree, own_cpu_s(replica.pid) - before_own
                 lateness = [at - instant.timestamp() for at, _ in receiver.received[received_before:]]
+                started = [
+                    float(r[0])
+                    for r in conn.execute(
+                        "SELECT extract(epoch FROM started_at - scheduled_for) FROM task_executions "
+                        "WHERE scheduled_for = %s",
+                        (instant,),
+                    )
+                ]
 
                 # --- burst 2: GetTask beside it ---
                 instant2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
@@ -178,6 +186,11 @@ def main() -> int:
         print(
             f"received {len(lateness)}; drained {done_at - instant.timestamp():.2f} s after the instant; lateness at "
             "the receiver p50 {:.3f} s, p95 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(*percentiles(lateness))
+        )
+        print(
+            "execution started after the instant p50 {:.3f} s, p95 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(
+                *percentiles(started)
+            )
         )
         print(
             f"CPU per execution: replica process {own / n * 1000:.2f} ms, "

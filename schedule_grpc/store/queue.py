@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc import lifecycle
@@ -118,6 +118,8 @@ class QueueStore:
         ranked = (
             select(
                 e.c.id,
+                e.c.due_at,
+                not_manual.label("not_manual"),
                 func.row_number().over(partition_by=t.c.owner, order_by=(not_manual, e.c.due_at, e.c.id)).label("rank"),
             )
             .join(t, t.c.id == e.c.task_id)
@@ -125,17 +127,23 @@ class QueueStore:
             .where((t.c.overlap_policy == OverlapPolicy.ALLOW.value) | ~blocked)
             .subquery()
         )
+        first = (
+            select(ranked.c.id).order_by(ranked.c.not_manual, ranked.c.rank, ranked.c.due_at, ranked.c.id).limit(limit)
+        )
+        # Locked by primary key in a second statement: joined back to the ranking, a misestimated plan (a
+        # fresh table) compared every pending row with every other one.
         candidates = (
             select(e.c.id, e.c.task_id, e.c.trigger, t.c.overlap_policy, t.c.handler, t.c.owner)
             .join(t, t.c.id == e.c.task_id)
-            .join(ranked, ranked.c.id == e.c.id)
-            .where(e.c.status == ExecutionStatus.PENDING.value)
-            .order_by(not_manual, ranked.c.rank, e.c.due_at, e.c.id)
-            .limit(limit)
+            .where(e.c.id.in_(bindparam("ids", expanding=True)), e.c.status == ExecutionStatus.PENDING.value)
             .with_for_update(of=e, skip_locked=True)
         )
         with translate_errors(), self._engine.begin() as conn:
-            rows = conn.execute(candidates).all()
+            ids = list(conn.execute(first).scalars())
+            if not ids:
+                return []
+            position = {x: i for i, x in enumerate(ids)}
+            rows = sorted(conn.execute(candidates, {"ids": ids}).all(), key=lambda r: position[r.id])
             chosen: list[Candidate] = []
             exclusive: dict[str, Candidate] = {}  # task id -> its one candidate, for tasks that must not overlap
             for row in rows:
