@@ -155,14 +155,13 @@ def main() -> int:
                 done_at = wait_done(conn, instant, args.webhooks, args.max_wait_s)
                 tree, own = tree_cpu_s(replica.pid) - before_tree, own_cpu_s(replica.pid) - before_own
                 lateness = [at - instant.timestamp() for at, _ in receiver.received[received_before:]]
-                started = [
-                    float(r[0])
-                    for r in conn.execute(
-                        "SELECT extract(epoch FROM started_at - scheduled_for) FROM task_executions "
-                        "WHERE scheduled_for = %s",
-                        (instant,),
-                    )
-                ]
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM started_at - scheduled_for), duration_ms FROM task_executions "
+                    "WHERE scheduled_for = %s",
+                    (instant,),
+                ).fetchall()
+                started = [float(r[0]) for r in rows]
+                durations = [float(r[1]) / 1000 for r in rows]
 
                 # --- burst 2: GetTask beside it ---
                 instant2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
@@ -190,6 +189,11 @@ def main() -> int:
         print(
             "execution started after the instant p50 {:.3f} s, p95 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(
                 *percentiles(started)
+            )
+        )
+        print(
+            "execution duration (claim to completion) p50 {:.3f} s, p95 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(
+                *percentiles(durations)
             )
         )
         print(
