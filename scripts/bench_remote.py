@@ -13,7 +13,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import server
@@ -58,7 +60,25 @@ class BenchPostLocal(BenchPost):
     lane: Lane = "local"
 
 
+async def _floor(url: str, count: int) -> None:
+    """The floor: ``count`` of the same POSTs at once from one bare event loop, no scheduler around them."""
+    handler = BenchPost()
+
+    async def one(i: int) -> None:
+        context = HandlerContext(
+            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30)
+        )
+        await handler.run_async(context)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--floor"]:
+        at, started = time.time(), time.process_time()
+        asyncio.run(_floor(sys.argv[2], int(sys.argv[3])))
+        print(f"{at:.6f} {time.process_time() - started:.4f}")
+        return 0
     # The handlers by their module's name, not __main__'s: the local one is pickled into worker processes.
     from bench_remote import BenchPost, BenchPostLocal
 
