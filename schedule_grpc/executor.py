@@ -10,15 +10,17 @@ Two lanes (``handlers.base.lane_of`` says which a handler runs in):
   worker process each (``worker``), up to ``concurrency`` at once, under the memory limit: nothing a
   handler leaves behind reaches the next one, and a crash ends only its own attempt.
 
-The remote lane's loop runs in a thread of the replica, not in a child process. Measured with
-``scripts/bench_executor.py`` (1,000 webhooks due at one instant, loopback receiver, 2 shared cores):
-the replica spends ~0.5-0.6 ms of CPU per remote execution, the call included (a bare asyncio client
-spends ~0.17 ms on the same POST), so the whole burst costs the replica about half a second of CPU
-and is over in about a second; GetTask served beside it went from p95 ~1-2 ms idle to ~10-20 ms
-during that second (the old executor, a worker process per webhook: ~20-26 ms for the 15 s its burst
-lasted). A child process would keep the burst off the RPCs' interpreter lock, at the price of a
-second copy of the handlers and their configuration, a pipe message per execution each way and its
-own lifecycle to supervise; for a disturbance of that size and length, the thread is the better buy.
+The remote lane's loop runs in a thread of the replica, not in a child process. Measured both ways
+with ``scripts/bench_executor.py`` (1,000 webhooks due at one instant, loopback receiver, 2 shared
+cores; the child-process lane is ``scripts/bench_lane_process.py``): the replica spends ~0.45-0.6 ms
+of CPU per remote execution in a thread, the call included (a bare asyncio client spends ~0.2 ms on
+the same POST), and the burst is over in under a second. GetTask served beside it went from p95
+~1.5-3 ms idle to p95 24-37 ms during that second with the loop in a thread, and 21-33 ms with it in
+a child process: no difference the noise of a shared machine lets one see, since the claims, the
+records and the child itself share the same two cores. The child costs a second copy of the handlers
+and their configuration, a pipe message per execution each way and a process to supervise; the
+thread is the better buy. (The old executor, a worker process per webhook: p95 21-26 ms for the
+15 s its burst lasted.)
 
 Fairness (``fairness``): one task owner holds at most ``owner_share`` of a lane; a manual run
 (RunTaskNow) is claimed first and may use a small headroom above the capacity, so it never waits
@@ -198,7 +200,8 @@ class Executor:
             slot.done.wait(5)
         self._remote.stop()
         self._outcomes.put(None)
-        self._recorder.join(30)
+        if self._recorder.is_alive():
+            self._recorder.join(30)
         self._pool.stop()
         log.info("executor stopped", extra={"owner": self.owner})
 

@@ -74,6 +74,8 @@ async def _floor(url: str, count: int) -> None:
 
 
 def main() -> int:
+    if os.environ.get("BENCH_SWITCH_S"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_S"]))
     if sys.argv[1:2] == ["--floor"]:
         at, started = time.time(), time.process_time()
         asyncio.run(_floor(sys.argv[2], int(sys.argv[3])))
@@ -84,6 +86,12 @@ def main() -> int:
 
     settings = Settings.from_env(os.environ)
     logs.configure(settings.log_level, settings.log_format)
+    if os.environ.get("BENCH_REMOTE_LOOP") == "process":
+        from bench_lane_process import ProcessRemoteLane
+
+        import schedule_grpc.executor
+
+        setattr(schedule_grpc.executor, "RemoteLane", ProcessRemoteLane)  # noqa: B010 - swapped for the comparison
     registry = default_registry(settings)
     registry.register(BenchPost())
     registry.register(BenchPostLocal())
