@@ -61,14 +61,16 @@ class BenchPostLocal(BenchPost):
 
 
 async def _floor(url: str, count: int) -> None:
-    """The floor: ``count`` of the same POSTs at once from one bare event loop, no scheduler around them."""
+    """The floor: ``count`` of the same POSTs at once (1,024 in flight) from one bare event loop."""
     handler = BenchPost()
+    in_flight = asyncio.Semaphore(1024)  # as many as the remote lane's default
 
     async def one(i: int) -> None:
         context = HandlerContext(
             f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30)
         )
-        await handler.run_async(context)
+        async with in_flight:
+            await handler.run_async(context)
 
     await asyncio.gather(*(one(i) for i in range(count)))
 
