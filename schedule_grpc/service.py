@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import caller, logs, secrets, tenancy, tokens, validation
+from schedule_grpc import caller, lifecycle, logs, secrets, tenancy, tokens, validation
 from schedule_grpc.audit import AuditAction, AuditTrail
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
@@ -18,7 +18,7 @@ from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Page, Task, Trigger
+from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Page, Task
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import Quota, TaskStore
@@ -128,22 +128,37 @@ class TaskService:
         self._record(AuditAction.ENABLED, before=task, after=after)
         return tenancy.visible_task(after)
 
-    def disable(self, name: str) -> Task:
+    def disable(self, name: str, *, cancel_running: bool = False) -> Task:
+        """Stops the schedule and cancels the task's pending retries; a running execution finishes (and is
+        not retried) or, with ``cancel_running``, is stopped at once."""
         task = self._owned(name)
         now = self._clock.now()
         after = self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        self._cancel_executions(task, "the task was disabled", cancel_running=cancel_running)
         self._record(AuditAction.DISABLED, before=task, after=after)
         return tenancy.visible_task(after)
 
-    def unregister(self, name: str) -> None:
-        """Deletes the task; its executions stay readable by name, its pending ones are cancelled."""
+    def unregister(self, name: str, *, cancel_running: bool = False) -> None:
+        """Deletes the task; its executions stay readable by name. Its pending ones are cancelled; a running one
+        finishes and is recorded (not retried) or, with ``cancel_running``, is stopped at once."""
         self._owned(name)
         deleted = self._tasks.delete(name, now=self._clock.now())
         if deleted is None:
             raise _not_found(name)
+        self._cancel_executions(deleted, "the task was unregistered", cancel_running=cancel_running)
         if self._quota is not None:
             self._quota.forget(deleted.owner)
         self._record(AuditAction.UNREGISTERED, before=deleted)
+
+    def _cancel_executions(self, task: Task, reason: str, *, cancel_running: bool) -> None:
+        if self._queue is None:
+            return
+        cancelled = self._queue.cancel_task(task.id, now=self._clock.now(), reason=reason, running=cancel_running)
+        for execution in cancelled:
+            if execution.status is ExecutionStatus.RUNNING and self._executor is not None:
+                self._executor.cancel(execution.id)  # here at once; other replicas at their next check
+        if cancelled:
+            log.info("executions cancelled", extra={"task": task.name, "count": len(cancelled), "reason": reason})
 
     def initialize_defaults(self) -> Sequence[Task]:
         """Installs the seed's default tasks that are missing; a task of that name already there is kept
@@ -181,7 +196,7 @@ class TaskService:
         now = self._clock.now()
         if self._queue is not None and self._executor is not None:
             return self._run_queued(task, now, wait_s, is_active or (lambda: True))
-        execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
+        execution = self._executions.insert(lifecycle.manual(task, now, running=True))
         self._record_run(task, execution)
         self._tasks.set_last_run(task.id, now)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
@@ -211,7 +226,7 @@ class TaskService:
 
     def _run_queued(self, task: Task, now: datetime, wait_s: float | None, is_active: Callable[[], bool]) -> Execution:
         assert self._queue is not None and self._executor is not None
-        execution = self._queue.enqueue(_manual(task, now, ExecutionStatus.PENDING))
+        execution = self._queue.enqueue(lifecycle.manual(task, now))
         self._record_run(task, execution)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             log.info("execution queued", extra={"trigger": "manual"})
@@ -352,22 +367,6 @@ def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution
 
 def _not_found(name: str) -> NotFound:
     return NotFound(f"task {name!r} not found", reason="TASK_NOT_FOUND")
-
-
-def _manual(task: Task, now: datetime, status: ExecutionStatus, started_at: datetime | None = None) -> Execution:
-    """A RunTaskNow execution: attempt 1 of the instant it was asked for."""
-    return Execution(
-        id=new_id("exec"),
-        task_id=task.id,
-        task_name=task.name,
-        trigger=Trigger.MANUAL,
-        scheduled_for=now,
-        attempt=1,
-        status=status,
-        due_at=now,
-        created_at=now,
-        started_at=started_at,
-    )
 
 
 def _allow_full_view(owner: str | None, what: str, *, owned: bool) -> None:

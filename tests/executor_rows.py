@@ -8,7 +8,7 @@ tested at chosen instants without running handlers.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -16,6 +16,8 @@ from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import dead_letters, scheduled_tasks, task_executions
+
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class ExecutorRows:
@@ -55,7 +57,8 @@ class ExecutorRows:
             conn.execute(
                 update(task_executions)
                 .where(task_executions.c.id == execution_id)
-                .values(status="running", started_at=at, lease_owner="replica-test", lease_expires_at=at)
+                # a lease that never expires: the replica under test must not recover it as a lost attempt
+                .values(status="running", started_at=at, lease_owner="replica-test", lease_expires_at=NEVER)
             )
 
     def finish(self, execution_id: str, status: ExecutionStatus, at: datetime, *, duration: timedelta) -> None:

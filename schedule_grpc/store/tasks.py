@@ -259,18 +259,17 @@ class TaskStore:
         """Deletes a task and returns it; None when absent.
 
         Its executions and dead letters stay (readable by the task's name until retention removes
-        them); its pending and running executions are cancelled with it, at ``now``.
+        them); its pending executions are cancelled with it, at ``now``. A running one is the caller's
+        choice (the service cancels it or lets it finish; a lost replica's is recovered without a retry).
         """
         with translate_errors(), self._engine.begin() as conn:
             row = conn.execute(delete(t).where(t.c.name == name).returning(*t.c)).mappings().first()
             deleted = row is not None
             if row is not None:
-                # Unfinished executions end with their task: nothing claims or recovers them for a task that is gone
-                # (a running handler's result is then refused, as after CancelExecution).
-                live = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
+                # Pending executions end with their task: nothing claims them for a task that is gone.
                 conn.execute(
                     update(e)
-                    .where(e.c.task_id == row["id"], e.c.status.in_(live))
+                    .where(e.c.task_id == row["id"], e.c.status == ExecutionStatus.PENDING.value)
                     .values(
                         status=ExecutionStatus.CANCELLED.value,
                         completed_at=now or row["updated_at"],

@@ -43,6 +43,7 @@ def stub_with_sources(
     settings = Settings(
         database_url=database_url,
         grpc_address="127.0.0.1:0",
+        metrics_address="127.0.0.1:0",  # not the fixed default port: test runs may overlap
         migrate_on_start=False,
         engine_enabled=False,  # the engine keeps wall-clock time; each default runs once, through RunTaskNow
         embeddings_url=f"{json_server.base}/v1/embeddings",
@@ -50,7 +51,6 @@ def stub_with_sources(
         health_check_targets=f"billing=grpc://{grpc_server.target},web={json_server.base}/healthz",
         mcp_registry_url=json_server.base,
         public_apis_url=f"{json_server.base}/v2/list.json",
-        metrics_address="127.0.0.1:0",
         egress_allow="127.0.0.0/8,::1",  # the sources are loopback servers
     )
     service = build(settings, clock=clock)

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+from schedule_grpc.lifecycle import Decision
 from schedule_grpc.models import ExecutionStatus, OverlapPolicy, Trigger
 from schedule_grpc.runner import Attempt, replica_lost
 from schedule_grpc.store import db as dbm
-from schedule_grpc.store.queue import FollowUp, QueueStore
+from schedule_grpc.store.queue import Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore
 from tests.integration.test_store import NOW, _execution, _task
 
@@ -40,7 +41,7 @@ def test_a_resumed_replica_records_nothing_over_an_execution_recovered_from_it(d
     [recovered] = queue.recover(
         now=later,
         limit=10,
-        decide=lambda c, o: FollowUp(retry_at=later),
+        decide=lambda c, o: Decision(retry_at=later),
         outcome=lambda x: replica_lost(x.lease_owner, x.lease_expires_at).at(later),
     )
     assert recovered.retry is not None
@@ -50,9 +51,9 @@ def test_a_resumed_replica_records_nothing_over_an_execution_recovered_from_it(d
     # the paused replica resumes: its renewal keeps nothing, and its late success is not recorded
     resumed = later + timedelta(seconds=1)
     assert queue.renew(owner="paused-replica", ids=[claimed.execution.id], now=resumed, lease=LEASE) == set()
-    assert queue.still_running(owner="paused-replica", ids=[claimed.execution.id]) == set()
+    assert queue.taken(owner="paused-replica", ids=[claimed.execution.id]) == {claimed.execution.id}
     late = Attempt(ExecutionStatus.SUCCESS).at(resumed)
-    assert queue.record(claimed, "paused-replica", late, FollowUp()) is None
+    assert queue.record("paused-replica", [Finished(claimed, late, Decision())]) == [None]
 
     with db.connect() as conn:
         found = conn.execute(
