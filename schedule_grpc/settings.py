@@ -6,7 +6,10 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from schedule_grpc.egress import EgressPolicy
 
 T = TypeVar("T")
 
@@ -102,6 +105,14 @@ def _schedule(value: str) -> str:
     except InvalidSchedule as error:
         raise ValueError(error.reason) from None
     return value
+
+
+def _networks(value: str) -> str:
+    from schedule_grpc.egress import EgressPolicy
+
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    EgressPolicy.parse(allow=entries)  # raises ValueError naming the bad entry
+    return ",".join(entries)
 
 
 def _setting(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
@@ -216,6 +227,14 @@ class Settings:
     handler_http_timeout_s: float = _setting(
         30.0, _positive(float), "Deadline of each outbound request of the built-in handlers."
     )
+    egress_allow: str = _setting(
+        "",
+        _networks,
+        "Networks (CIDR, comma-separated) task calls may reach although denied by default, e.g. 127.0.0.0/8.",
+    )
+    egress_deny: str = _setting(
+        "", _networks, "Networks (CIDR, comma-separated) task calls may never reach, whatever else allows them."
+    )
 
     metrics_address: str = _setting(
         "[::]:9464", _address_or_off, "Prometheus /metrics and the /status page (host:port); off: not served."
@@ -247,6 +266,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.smtp_host and not self.smtp_recipients:
             raise SettingsError("SCHEDULE_SMTP_TO: at least one recipient is required when SCHEDULE_SMTP_HOST is set")
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        """The egress policy of the handlers' outbound calls (defaults deny internal ranges)."""
+        from schedule_grpc.egress import EgressPolicy
+
+        return EgressPolicy.parse(allow=self.egress_allow.split(","), deny=self.egress_deny.split(","))
 
     @property
     def smtp_recipients(self) -> list[str]:

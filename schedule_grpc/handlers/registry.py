@@ -60,11 +60,12 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         targets = parse_targets(settings.health_check_targets)
     except ValueError as error:
         raise SettingsError(f"SCHEDULE_HEALTH_CHECK_TARGETS={settings.health_check_targets!r}: {error}") from None
+    egress = settings.egress_policy
     mcp = ImportMcpServersHandler(database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout)
     apis = ImportPublicApisHandler(database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout)
     return [
-        HttpHandler(),
-        GrpcHandler(),
+        HttpHandler(egress=egress),
+        GrpcHandler(egress=egress),
         *cleanup_handlers(platform_db),
         *embeddings_handlers(
             platform_db,
@@ -81,7 +82,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
             directory=settings.backup_dir,
             retention=settings.backup_retention,
         ),
-        HealthCheckHandler(database_url=platform_db, targets=targets),
+        HealthCheckHandler(database_url=platform_db, targets=targets, egress=egress),
         RateLimitHandler(database_url=platform_db, threshold=settings.rate_limit_threshold),
         mcp,
         apis,

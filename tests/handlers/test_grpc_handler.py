@@ -12,13 +12,13 @@ from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.handlers.grpc import GrpcHandler
 from schedule_grpc.models import ErrorCategory
-from tests.handler_support import GrpcTestServer, context, self_signed_certificate
+from tests.handler_support import LOOPBACK, GrpcTestServer, context, self_signed_certificate
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _call(metadata: dict[str, object], **kwargs: object) -> object:
-    handler = GrpcHandler()
+    handler = GrpcHandler(egress=LOOPBACK)
     handler.validate(metadata)
     return handler.run(context("nightly-sync", metadata, at=AT, **kwargs))  # type: ignore[arg-type]
 

@@ -25,9 +25,9 @@ def test_services_going_down_and_coming_back_alert_once_per_change(
     web = {"status": 200}
     json_server.routes["/healthz"] = lambda _q, _b: (web["status"], {"ok": web["status"] == 200})
     targets = f"billing=grpc://{grpc_server.target}/billing.v1.Billing,web={json_server.base}/healthz"
-    handler = default_registry(Settings(database_url=database_url, health_check_targets=targets)).get(
-        "health-check-services"
-    )
+    handler = default_registry(
+        Settings(database_url=database_url, health_check_targets=targets, egress_allow="127.0.0.0/8")
+    ).get("health-check-services")
     assert handler is not None
 
     def run(minutes: int) -> dict[str, object]:
@@ -64,7 +64,9 @@ def test_an_unreachable_or_slow_service_is_down_within_the_deadline(
     database_url: str, grpc_server: GrpcTestServer
 ) -> None:
     grpc_server.health.delay_s = 2.0
-    handler = default_registry(Settings(database_url=database_url)).get("health-check-services")
+    handler = default_registry(Settings(database_url=database_url, egress_allow="127.0.0.0/8")).get(
+        "health-check-services"
+    )
     assert handler is not None
     metadata = {
         "targets": {"slow": f"grpc://{grpc_server.target}", "gone": "http://127.0.0.1:9/health"},
