@@ -10,8 +10,10 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine, insert, select
 
 from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.monitoring import parse_targets
 from schedule_grpc.handlers.registry import default_registry
+from schedule_grpc.models import ErrorCategory
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import rate_limit_usage, service_health
 from tests.handler_support import GrpcTestServer, JsonServer, context
@@ -117,3 +119,14 @@ def test_rate_limits_above_the_threshold_are_alerted(database_url: str, engine: 
     assert "key-hot: 950/1000 (95%)" in alert["body"]
     calm = handler.run(context("check-rate-limits", {"threshold": 0.99}, at=NOW))
     assert calm["overThreshold"] == [] and calm["alerts"] == []
+
+
+def test_probes_pass_the_egress_policy(database_url: str, grpc_server: GrpcTestServer, json_server: JsonServer) -> None:
+    json_server.routes["/healthz"] = lambda _q, _b: (200, {"ok": True})
+    handler = default_registry(Settings(database_url=database_url)).get("health-check-services")  # default policy
+    assert handler is not None
+    for target in (f"grpc://{grpc_server.target}", f"{json_server.base}/healthz"):
+        with pytest.raises(HandlerFailed, match=r"egress denied: 127\.0\.0\.1 is loopback") as caught:
+            handler.run(context("x", {"targets": {"internal": target}, "timeoutSeconds": 2}, at=NOW))
+        assert caught.value.category is ErrorCategory.POLICY
+    assert grpc_server.health.calls == [] and json_server.hits == {}
