@@ -167,6 +167,9 @@ def build(
         ExecutorConfig(
             owner=f"{replica_id}-{uuid.uuid4().hex[:8]}",
             concurrency=settings.executor_concurrency,
+            remote_concurrency=settings.executor_remote_concurrency,
+            owner_share=settings.executor_owner_share,
+            manual_headroom=settings.executor_manual_headroom,
             poll_interval_s=settings.executor_poll_interval_s,
             lease_s=settings.executor_lease_s,
             memory_limit_mb=settings.executor_memory_limit_mb,

@@ -1,35 +1,66 @@
-"""The executor, on every replica: claims due executions, runs each in a worker process, records the outcome.
+"""The executor, on every replica: claims due executions, runs each in its lane, records the outcomes.
 
-One dispatcher thread claims rows (woken by ``wake()``, a Postgres NOTIFY, or its poll interval),
-renews the leases of what runs here, notices cancellations, and recovers executions whose lease
-expired (their replica died). Each claimed execution is watched by a thread of a bounded pool while
-its handler runs in a worker process; the outcome, its retry or dead letter are recorded in one
-transaction, and alerts go to the email queue.
+Two lanes (``handlers.base.lane_of`` says which a handler runs in):
+
+* **remote**: handlers whose work is a network call (they declare ``lane = "remote"``) run as asyncio
+  tasks on one event loop (``remote_lane``), up to ``remote_concurrency`` at once, each under its
+  task's timeout, cancelled by CancelExecution and at shutdown. No process isolation: there is
+  nothing to isolate in a call whose work happens elsewhere.
+* **local**: handlers that run Python over data (the built-in data handlers, plugins) run in a fresh
+  worker process each (``worker``), up to ``concurrency`` at once, under the memory limit: nothing a
+  handler leaves behind reaches the next one, and a crash ends only its own attempt.
+
+The remote lane's loop runs in a thread of the replica, not in a child process: its CPU per call is
+small next to the RPCs (an async HTTP client spends well under a millisecond per request), the loop
+only waits on sockets between calls, and a thread needs no second copy of the handlers, their
+configuration and the database pool, nor a pipe per outcome. A burst is spread over the loop's
+turns, so the gRPC threads serving beside it keep getting the interpreter.
+
+Fairness (``fairness``): one task owner holds at most ``owner_share`` of a lane; a manual run
+(RunTaskNow) is claimed first and may use a small headroom above the capacity, so it never waits
+behind another caller's slow work.
+
+One dispatcher thread claims due executions in batches (woken by ``wake()``, a Postgres NOTIFY, or
+its poll interval), renews the leases of what runs here, notices cancellations, and recovers
+executions whose lease expired (their replica died), each on its own interval. Finished attempts go
+to one recorder thread, which records them in batches: one transaction per batch, each row
+conditional on this replica still holding its lease, with the retry or dead letter that
+``lifecycle.decide`` chose; then the alerts go to the email queue.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
-from schedule_grpc import logs, retry
+from schedule_grpc import lifecycle, logs
 from schedule_grpc.alerts import Alerts, dead_letter_email, failure_email, reported_alerts
 from schedule_grpc.clock import Clock
-from schedule_grpc.handlers.base import HandlerContext
+from schedule_grpc.fairness import Candidate, LaneLimits, Load, admit, room
+from schedule_grpc.handlers.base import Handler, HandlerContext, Lane, RemoteHandler, lane_of
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Outcome
+from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus
+from schedule_grpc.remote_lane import RemoteLane, RemoteRun
 from schedule_grpc.runner import Attempt, replica_lost, replica_stopped, timed_out
-from schedule_grpc.store.queue import Claimed, FollowUp, QueueStore, Recorded
+from schedule_grpc.store.queue import Claimed, Finished, QueueStore, Recorded
 from schedule_grpc.worker import Job, Running, WorkerPool
 
 log = logging.getLogger(__name__)
 
 RECOVER_BATCH = 100
+# Most due executions one claim looks at, and most finished ones one transaction records.
+CLAIM_BATCH = 500
+RECORD_BATCH = 500
+# How many recorded execution ids wait_finished remembers.
+REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +69,9 @@ class ExecutorConfig:
 
     owner: str
     concurrency: int = 4
+    remote_concurrency: int = 512
+    owner_share: float = 0.5
+    manual_headroom: int = 2
     poll_interval_s: float = 0.5
     lease_s: float = 30.0
     memory_limit_mb: int = 512
@@ -47,9 +81,16 @@ class ExecutorConfig:
 @dataclass
 class _Slot:
     claimed: Claimed
-    running: Running | None = None
-    stop_reason: str | None = None  # "cancelled" or "shutdown" once the dispatcher stops it
+    lane: Lane
+    claimed_at: float
+    running: Running | None = None  # local lane, once its worker process has the job
+    remote: RemoteRun | None = None  # remote lane
+    stop_reason: str | None = None  # "cancelled" or "shutdown" once the executor stops it
     done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def task_owner(self) -> str | None:
+        return self.claimed.task.owner
 
 
 class Executor:
@@ -57,7 +98,7 @@ class Executor:
 
     def __init__(
         self,
-        queue: QueueStore,
+        queue_store: QueueStore,
         handlers: HandlerRegistry,
         clock: Clock,
         alerts: Alerts,
@@ -65,22 +106,32 @@ class Executor:
         *,
         on_recorded: Callable[[Execution, float], None] | None = None,
     ) -> None:
-        self._queue = queue
+        self._queue = queue_store
         self._handlers = handlers
         self._clock = clock
         self._alerts = alerts
         self._config = config
         self._on_recorded = on_recorded
-        modules = sorted({type(h).__module__ for h in handlers.all()})
-        self._pool = WorkerPool(config.concurrency, preload=modules)
-        self._threads = ThreadPoolExecutor(config.concurrency, thread_name_prefix="execution")
+        local = [h for h in handlers.all() if lane_of(h) == "local"]
+        remote = [cast(RemoteHandler, h) for h in handlers.all() if lane_of(h) == "remote"]
+        self._limits: dict[Lane, LaneLimits] = {
+            "local": LaneLimits(config.concurrency, config.manual_headroom),
+            "remote": LaneLimits(config.remote_concurrency, max(config.manual_headroom, 16)),
+        }
+        local_threads = config.concurrency + config.manual_headroom
+        self._pool = WorkerPool(config.concurrency, preload=sorted({type(h).__module__ for h in local}))
+        self._threads = ThreadPoolExecutor(local_threads, thread_name_prefix="execution")
+        self._remote = RemoteLane(remote)
         self._lease = timedelta(seconds=config.lease_s)
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
+        self._recorded_ids: OrderedDict[str, None] = OrderedDict()
+        self._outcomes: queue.Queue[tuple[_Slot, Attempt | None] | None] = queue.Queue()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(target=self._dispatch, name="executor", daemon=True)
+        self._recorder = threading.Thread(target=self._record_loop, name="executor-recorder", daemon=True)
 
     @property
     def owner(self) -> str:
@@ -88,17 +139,29 @@ class Executor:
 
     def start(self) -> None:
         self._pool.start()
+        self._remote.start()
+        self._recorder.start()
         self._dispatcher.start()
-        log.info("executor started", extra={"owner": self.owner, "concurrency": self._config.concurrency})
+        log.info(
+            "executor started",
+            extra={
+                "owner": self.owner,
+                "concurrency": self._config.concurrency,
+                "remote_concurrency": self._config.remote_concurrency,
+            },
+        )
 
     def wake(self) -> None:
         """Something may be due: claim now instead of at the next poll."""
         self._wakeup.set()
 
-    def wait_finished(self, execution_id: str, timeout_s: float) -> None:
-        """Returns when this replica records ``execution_id``, or after ``timeout_s`` at most."""
+    def wait_finished(self, execution_id: str, timeout_s: float) -> bool:
+        """Waits until this replica has recorded (or stopped) ``execution_id``, for ``timeout_s`` at most.
+
+        True once it has; False after the timeout (it still runs, or another replica runs it).
+        """
         with self._finished:
-            self._finished.wait(timeout_s)
+            return self._finished.wait_for(lambda: execution_id in self._recorded_ids, timeout_s)
 
     def cancel(self, execution_id: str) -> None:
         """Stops the handler of ``execution_id`` at once if it runs here (its row is already cancelled)."""
@@ -118,6 +181,11 @@ class Executor:
         for slot in self._snapshot():
             self._stop(slot, "shutdown")
         self._threads.shutdown(wait=True)
+        for slot in self._snapshot():  # the stopped remote ones are on their way to the recorder
+            slot.done.wait(5)
+        self._remote.stop()
+        self._outcomes.put(None)
+        self._recorder.join(30)
         self._pool.stop()
         log.info("executor stopped", extra={"owner": self.owner})
 
@@ -127,14 +195,14 @@ class Executor:
         """Claims whenever woken (a queued execution, a finished one, a NOTIFY) or at the poll interval.
 
         The housekeeping queries (lease renewal, cancellations made on other replicas, recovery of
-        expired leases) run on their own intervals, not on every wake-up: under a burst each finished
-        execution wakes the loop, and four queries per execution halved the throughput.
+        expired leases) run on their own intervals, not on every wake-up: under a burst each recorded
+        batch wakes the loop.
         """
         last_renewal = last_housekeeping = time.monotonic()
         while not self._stopping.is_set():
-            full = False
+            wait = self._config.poll_interval_s
             try:
-                full = self._claim_and_start()
+                wait = self._claim_and_start()
                 now = time.monotonic()
                 if now - last_renewal >= self._config.lease_s / 3:
                     self._renew()  # also notices cancellations
@@ -146,9 +214,35 @@ class Executor:
                     last_housekeeping = now
             except Exception:
                 log.exception("executor pass failed; retrying at the next poll")
-            # With every slot busy, a finishing execution wakes the loop: no need to ask when the next is due.
-            self._wakeup.wait(self._config.poll_interval_s if full else self._sleep_s())
+            if wait > 0:
+                self._wakeup.wait(wait)
             self._wakeup.clear()
+
+    def _claim_and_start(self) -> float:
+        """Claims what is due and may start now; how long to wait before the next claim."""
+        poll = self._config.poll_interval_s
+        loads = self._loads()
+        free = room(self._limits, loads)
+        if free <= 0:
+            return poll  # a finishing execution wakes the loop
+        limit = min(free + 64, CLAIM_BATCH)  # a few more than fit: some may belong to an owner at its share
+        looked: list[int] = []
+
+        def choose(candidates: Sequence[Candidate]) -> Sequence[Candidate]:
+            looked.append(len(candidates))
+            return admit(
+                candidates, lane_of=self._lane_of, limits=self._limits, loads=loads, share=self._config.owner_share
+            )
+
+        now = self._clock.now()
+        claimed_now = self._queue.claim(owner=self.owner, now=now, lease=self._lease, limit=limit, admit=choose)
+        for claimed in claimed_now:
+            self._start(claimed)
+        if looked and looked[0] >= limit and claimed_now:
+            return 0  # more may be due: claim again at once
+        if looked and looked[0] > len(claimed_now):
+            return poll  # due work waits for room (an owner at its share): a finishing execution wakes the loop
+        return self._sleep_s()
 
     def _sleep_s(self) -> float:
         poll = self._config.poll_interval_s
@@ -160,20 +254,33 @@ class Executor:
             return poll
         return min(max((due - self._clock.now()).total_seconds(), 0.005), poll)
 
-    def _claim_and_start(self) -> bool:
-        """Claims what is due, up to the free slots; whether every slot is now busy."""
+    def _loads(self) -> dict[Lane, Load]:
+        loads: dict[Lane, Load] = {"local": Load(), "remote": Load()}
+        for slot in self._snapshot():
+            loads[slot.lane].add(slot.task_owner)
+        return loads
+
+    def _lane_of(self, handler_name: str) -> Lane:
+        handler = self._handlers.get(handler_name)
+        return "local" if handler is None else lane_of(handler)
+
+    def _start(self, claimed: Claimed) -> None:
+        handler = self._handlers.get(claimed.task.handler)
+        lane: Lane = "local" if handler is None else lane_of(handler)
+        slot = _Slot(claimed, lane, time.perf_counter())
         with self._lock:
-            free = self._config.concurrency - len(self._slots)
-        if free <= 0:
-            return True
-        now = self._clock.now()
-        claimed_now = self._queue.claim(owner=self.owner, now=now, lease=self._lease, limit=free)
-        for claimed in claimed_now:
-            slot = _Slot(claimed)
-            with self._lock:
-                self._slots[claimed.execution.id] = slot
-            self._threads.submit(self._execute, slot, time.perf_counter())
-        return len(claimed_now) == free
+            self._slots[claimed.execution.id] = slot
+        if handler is None:
+            unknown = Attempt(
+                status=ExecutionStatus.FAILED,
+                error=f"unknown handler {claimed.task.handler!r} on replica {self.owner}",
+                error_category=ErrorCategory.LOGIC,
+            )
+            self._outcomes.put((slot, unknown))
+        elif lane == "remote":
+            self._start_remote(slot, cast(RemoteHandler, handler))
+        else:
+            self._threads.submit(self._run_local, slot, handler)
 
     def _renew(self) -> None:
         ids = [s.claimed.execution.id for s in self._snapshot()]
@@ -196,7 +303,7 @@ class Executor:
         recovered = self._queue.recover(
             now=self._clock.now(),
             limit=RECOVER_BATCH,
-            decide=self._follow_up,
+            decide=lambda claimed, outcome: lifecycle.decide(claimed.execution, claimed.task, outcome),
             outcome=lambda x: replica_lost(x.lease_owner, x.lease_expires_at).at(self._clock.now()),
         )
         for recorded in recovered:
@@ -204,71 +311,39 @@ class Executor:
                 "recovered an execution whose replica stopped",
                 extra={"execution_id": recorded.execution.id, "task": recorded.execution.task_name},
             )
-            self._after(recorded, None)
+            self._alert(recorded)
 
-    # --- one execution ------------------------------------------------------------------------
+    # --- the lanes ----------------------------------------------------------------------------
 
-    def _execute(self, slot: _Slot, claimed_at: float) -> None:
-        claimed = slot.claimed
-        execution = claimed.execution
-        with logs.bind(task_id=execution.task_id, task_name=execution.task_name, execution_id=execution.id):
-            self._execute_bound(slot, claimed_at)
-
-    def _execute_bound(self, slot: _Slot, claimed_at: float) -> None:
-        claimed = slot.claimed
-        try:
-            attempt = self._run(slot)
-            if slot.stop_reason == "cancelled":
-                return  # the row says cancelled already; nothing to record
-            if slot.stop_reason == "shutdown":
-                attempt = replica_stopped(self.owner)
-            outcome = attempt.at(self._clock.now())
-            recorded = self._queue.record(claimed, self.owner, outcome, self._follow_up(claimed, outcome))
-            if recorded is not None:
-                done = recorded.execution
-                log.info(
-                    "execution finished",
-                    extra={
-                        "status": done.status.value,
-                        "trigger": done.trigger.value,
-                        "attempt": done.attempt,
-                        "duration_ms": done.duration_ms,
-                        "error_category": done.error_category.value if done.error_category else None,
-                    },
-                )
-                if self._on_recorded is not None:
-                    self._on_recorded(recorded.execution, time.perf_counter() - claimed_at)
-                self._after(recorded, claimed)
-        except Exception:
-            log.exception("recording an execution failed", extra={"execution_id": claimed.execution.id})
-        finally:
-            slot.done.set()
-            with self._finished:
-                self._slots.pop(claimed.execution.id, None)
-                self._finished.notify_all()
-            self._wakeup.set()  # a slot is free (and an overlapping execution may start)
-
-    def _run(self, slot: _Slot) -> Attempt:
-        execution, task = slot.claimed.execution, slot.claimed.task
-        handler = self._handlers.get(task.handler)
-        if handler is None:
-            return Attempt(
-                status=ExecutionStatus.FAILED,
-                error=f"unknown handler {task.handler!r} on replica {self.owner}",
-                error_category=ErrorCategory.LOGIC,
-            )
-        context = HandlerContext(
-            execution_id=execution.id,
-            task_id=task.id,
-            task_name=task.name,
-            scheduled_for=execution.scheduled_for,
-            attempt=execution.attempt,
-            metadata=task.metadata,
-            timeout=task.timeout,
+    def _start_remote(self, slot: _Slot, handler: RemoteHandler) -> None:
+        run = self._remote.run(
+            handler, handler_context(slot.claimed), lambda attempt: self._outcomes.put((slot, attempt))
         )
+        with self._lock:
+            slot.remote = run
+            stopped = slot.stop_reason is not None
+        if stopped:
+            run.cancel()
+
+    def _run_local(self, slot: _Slot, handler: Handler) -> None:
+        execution = slot.claimed.execution
+        with logs.bind(task_id=execution.task_id, task_name=execution.task_name, execution_id=execution.id):
+            try:
+                attempt: Attempt | None = self._watch_local(slot, handler)
+            except Exception as error:  # pragma: no cover - a bug here must not lose the slot
+                log.exception("running an execution failed")
+                attempt = Attempt(
+                    status=ExecutionStatus.FAILED,
+                    error=f"{type(error).__name__}: {error}",
+                    error_category=ErrorCategory.LOGIC,
+                )
+        self._outcomes.put((slot, attempt))
+
+    def _watch_local(self, slot: _Slot, handler: Handler) -> Attempt | None:
+        task = slot.claimed.task
         memory = task.memory_limit_mb or self._config.memory_limit_mb
         try:
-            running = self._pool.run(Job(handler, context, memory))
+            running = self._pool.run(Job(handler, handler_context(slot.claimed), memory))
         except Exception as error:
             return Attempt(
                 status=ExecutionStatus.FAILED,
@@ -280,7 +355,7 @@ class Executor:
             stopped = slot.stop_reason is not None
         if stopped:
             running.kill()
-            return replica_stopped(self.owner)
+            return None
         attempt = running.wait(task.timeout.total_seconds())
         if attempt is None:
             running.kill()
@@ -291,36 +366,111 @@ class Executor:
         with self._lock:
             if slot.stop_reason is None:
                 slot.stop_reason = reason
-            running = slot.running
+            running, remote = slot.running, slot.remote
         if running is not None:
             running.kill()
+        if remote is not None:
+            remote.cancel()
 
-    def _follow_up(self, claimed: Claimed, outcome: Outcome) -> FollowUp:
-        execution = claimed.execution
-        if outcome.status is not ExecutionStatus.FAILED or not retry.retries(execution.trigger):
-            return FollowUp()
-        delay = retry.next_delay(claimed.task.retry_policy, execution.attempt)
-        if delay is None:
-            return FollowUp(dead_letter=True)
-        return FollowUp(retry_at=outcome.completed_at + delay)
+    # --- the recorder -------------------------------------------------------------------------
 
-    def _after(self, recorded: Recorded, claimed: Claimed | None) -> None:
-        execution = recorded.execution
-        task = claimed.task if claimed is not None else None
-        if execution.status is ExecutionStatus.SUCCESS:
-            for email in reported_alerts(execution.result):
-                self._alerts.send(email)
-            return
-        if execution.status is not ExecutionStatus.FAILED:
-            return
-        if task is None:
-            task = self._queue.task(execution.task_id)
-            if task is None:
+    def _record_loop(self) -> None:
+        """Records finished attempts in batches: what arrived while the previous batch was written."""
+        while True:
+            item = self._outcomes.get()
+            if item is None:
                 return
-        if recorded.dead_letter_id is not None:
-            self._alerts.send(dead_letter_email(execution, task, recorded.dead_letter_id))
-        elif task.critical and (execution.attempt == 1 or not retry.retries(execution.trigger)):
-            self._alerts.send(failure_email(execution, task))
+            batch = [item]
+            closing = False
+            while len(batch) < RECORD_BATCH:
+                try:
+                    more = self._outcomes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                batch.append(more)
+            self._record_batch(batch)
+            if closing:
+                return
+
+    def _record_batch(self, batch: list[tuple[_Slot, Attempt | None]]) -> None:
+        finished: list[tuple[_Slot, Finished]] = []
+        for slot, attempt in batch:
+            if slot.stop_reason == "cancelled":
+                continue  # the row says cancelled already; nothing to record
+            if slot.stop_reason == "shutdown" or attempt is None:
+                attempt = replica_stopped(self.owner)
+            outcome = attempt.at(self._clock.now())
+            claimed = slot.claimed
+            finished.append(
+                (slot, Finished(claimed, outcome, lifecycle.decide(claimed.execution, claimed.task, outcome)))
+            )
+        results = self._write([f for _, f in finished])
+        for (slot, _), recorded in zip(finished, results, strict=True):
+            if recorded is not None:
+                self._recorded(slot, recorded)
+        with self._finished:
+            for slot, _ in batch:
+                execution_id = slot.claimed.execution.id
+                self._slots.pop(execution_id, None)
+                slot.done.set()
+                self._recorded_ids[execution_id] = None
+            while len(self._recorded_ids) > REMEMBERED:
+                self._recorded_ids.popitem(last=False)
+            self._finished.notify_all()
+        self._wakeup.set()  # room in a lane (and an overlapping execution may start)
+
+    def _write(self, finished: list[Finished]) -> list[Recorded | None]:
+        """One transaction for the batch; should it fail, each on its own, so one bad row loses only itself."""
+        try:
+            return self._queue.record(self.owner, finished)
+        except Exception:
+            if len(finished) == 1:
+                log.exception("recording an execution failed", extra={"execution_id": finished[0].claimed.execution.id})
+                return [None]
+        results: list[Recorded | None] = []
+        for one in finished:
+            try:
+                results += self._queue.record(self.owner, [one])
+            except Exception:
+                log.exception("recording an execution failed", extra={"execution_id": one.claimed.execution.id})
+                results.append(None)
+        return results
+
+    def _recorded(self, slot: _Slot, recorded: Recorded) -> None:
+        done = recorded.execution
+        with logs.bind(task_id=done.task_id, task_name=done.task_name, execution_id=done.id):
+            log.info(
+                "execution finished",
+                extra={
+                    "status": done.status.value,
+                    "trigger": done.trigger.value,
+                    "attempt": done.attempt,
+                    "duration_ms": done.duration_ms,
+                    "error_category": done.error_category.value if done.error_category else None,
+                    "lane": slot.lane,
+                },
+            )
+            try:
+                if self._on_recorded is not None:
+                    self._on_recorded(done, time.perf_counter() - slot.claimed_at)
+                self._alert(recorded)
+            except Exception:
+                log.exception("after recording an execution")
+
+    def _alert(self, recorded: Recorded) -> None:
+        """Sends the alerts the decision named (the email queue sends them off this thread)."""
+        execution, task = recorded.execution, recorded.task
+        for alert in recorded.decision.alerts:
+            if alert == "reported":
+                for email in reported_alerts(execution.result):
+                    self._alerts.send(email)
+            elif alert == "failure":
+                self._alerts.send(failure_email(execution, task))
+            elif alert == "dead_letter" and recorded.dead_letter_id is not None:
+                self._alerts.send(dead_letter_email(execution, task, recorded.dead_letter_id))
         if recorded.retry is not None:
             log.info(
                 "execution failed; retry queued",
@@ -330,3 +480,17 @@ class Executor:
     def _snapshot(self) -> list[_Slot]:
         with self._lock:
             return list(self._slots.values())
+
+
+def handler_context(claimed: Claimed) -> HandlerContext:
+    """What the handler of ``claimed`` learns about its execution."""
+    execution, task = claimed.execution, claimed.task
+    return HandlerContext(
+        execution_id=execution.id,
+        task_id=task.id,
+        task_name=task.name,
+        scheduled_for=execution.scheduled_for,
+        attempt=execution.attempt,
+        metadata=task.metadata,
+        timeout=task.timeout,
+    )

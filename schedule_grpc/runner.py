@@ -6,6 +6,7 @@ timeout, its worker process died, or the replica running it stopped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import traceback
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from schedule_grpc.clock import Clock
-from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed
+from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed, RemoteHandler
 from schedule_grpc.models import JSON, ErrorCategory, ExecutionStatus, Outcome
 
 
@@ -66,13 +67,31 @@ def call_handler(handler: Handler, context: HandlerContext) -> Attempt:
             traceback=traceback.format_exc(),
         )
     except Exception as error:
-        return Attempt(
-            status=ExecutionStatus.FAILED,
-            error=str(error) if isinstance(error, HandlerFailed) else f"{type(error).__name__}: {error}",
-            error_category=categorize(error),
-            traceback=traceback.format_exc(),
-        )
+        return failed(error)
     return Attempt(status=ExecutionStatus.SUCCESS, result=result)
+
+
+async def call_remote(handler: RemoteHandler, context: HandlerContext) -> Attempt:
+    """Awaits a remote handler under the task's timeout and records how it ended (cancellation propagates)."""
+    try:
+        async with asyncio.timeout(context.timeout.total_seconds()) as deadline:
+            result = await handler.run_async(context)
+        json.dumps(result)
+    except TimeoutError as error:
+        return timed_out(context.timeout) if deadline.expired() else failed(error)
+    except Exception as error:
+        return failed(error)
+    return Attempt(status=ExecutionStatus.SUCCESS, result=result)
+
+
+def failed(error: Exception) -> Attempt:
+    """The attempt of a handler that raised ``error`` (called in its ``except`` block, for the traceback)."""
+    return Attempt(
+        status=ExecutionStatus.FAILED,
+        error=str(error) if isinstance(error, HandlerFailed) else f"{type(error).__name__}: {error}",
+        error_category=categorize(error),
+        traceback=traceback.format_exc(),
+    )
 
 
 def run_handler(handler: Handler, context: HandlerContext, clock: Clock) -> Outcome:
@@ -81,7 +100,7 @@ def run_handler(handler: Handler, context: HandlerContext, clock: Clock) -> Outc
 
 
 def timed_out(timeout: timedelta) -> Attempt:
-    """The handler ran past the task's timeout and its worker process was stopped."""
+    """The handler ran past the task's timeout and was stopped."""
     return Attempt(
         status=ExecutionStatus.FAILED,
         error=f"timed out: the handler ran past the task's timeout of {timeout.total_seconds():g}s and was stopped",

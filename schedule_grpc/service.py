@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from schedule_grpc import caller, logs, tokens, validation
+from schedule_grpc import caller, lifecycle, logs, tokens, validation
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
 from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
@@ -17,7 +17,7 @@ from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task, Trigger
+from schedule_grpc.models import Execution, OverlapPolicy, Page, Task
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
@@ -146,7 +146,7 @@ class TaskService:
         now = self._clock.now()
         if self._queue is not None and self._executor is not None:
             return self._run_queued(task, now, wait_s)
-        execution = self._executions.insert(_manual(task, now, ExecutionStatus.RUNNING, started_at=now))
+        execution = self._executions.insert(lifecycle.manual(task, now, running=True))
         self._tasks.set_last_run(task.id, now)
         context = HandlerContext(
             execution_id=execution.id,
@@ -167,7 +167,7 @@ class TaskService:
 
     def _run_queued(self, task: Task, now: datetime, wait_s: float | None) -> Execution:
         assert self._queue is not None and self._executor is not None
-        execution = self._queue.enqueue(_manual(task, now, ExecutionStatus.PENDING))
+        execution = self._queue.enqueue(lifecycle.manual(task, now))
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             log.info("execution queued", extra={"trigger": "manual"})
         self._executor.wake()
@@ -275,19 +275,3 @@ def _page(items: Sequence[Execution], size: int, listing: str) -> Page[Execution
 
 def _not_found(name: str) -> NotFound:
     return NotFound(f"task {name!r} not found", reason="TASK_NOT_FOUND")
-
-
-def _manual(task: Task, now: datetime, status: ExecutionStatus, started_at: datetime | None = None) -> Execution:
-    """A RunTaskNow execution: attempt 1 of the instant it was asked for."""
-    return Execution(
-        id=new_id("exec"),
-        task_id=task.id,
-        task_name=task.name,
-        trigger=Trigger.MANUAL,
-        scheduled_for=now,
-        attempt=1,
-        status=status,
-        due_at=now,
-        created_at=now,
-        started_at=started_at,
-    )

@@ -146,7 +146,18 @@ class Settings:
     )
     log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level.")
     log_format: str = _setting("json", _choice("json", "text"), "json: one JSON object per line; text: for humans.")
-    executor_concurrency: int = _setting(4, _positive(int), "Executions this replica runs at once (worker processes).")
+    executor_concurrency: int = _setting(
+        4, _positive(int), "Executions of local-lane handlers this replica runs at once (worker processes)."
+    )
+    executor_remote_concurrency: int = _setting(
+        512, _positive(int), "Executions of remote-lane handlers (network calls) in flight at once on the event loop."
+    )
+    executor_owner_share: float = _setting(
+        0.5, _ratio, "Largest share of either lane one task owner may hold (at least one slot), e.g. 0.5."
+    )
+    executor_manual_headroom: int = _setting(
+        2, int, "Extra local-lane slots only RunTaskNow may use, so it never waits behind others' work."
+    )
     executor_poll_interval_s: float = _setting(
         0.5, _positive(float), "Longest wait before the executor looks for due executions without being woken."
     )

@@ -44,10 +44,11 @@ from schedule_grpc.clock import SystemClock
 from schedule_grpc.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.ids import new_id
+from schedule_grpc.lifecycle import Decision
 from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, RetryPolicy, Task, Trigger
 from schedule_grpc.runner import Attempt
 from schedule_grpc.store import db
-from schedule_grpc.store.queue import FollowUp, QueueStore
+from schedule_grpc.store.queue import Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore
 
 
@@ -229,7 +230,8 @@ def main() -> int:
             queue.enqueue(pending(floor_task, clock.now(), i))
             t0 = time.perf_counter()
             [claimed] = queue.claim(owner="floor", now=clock.now(), lease=lease, limit=1)
-            queue.record(claimed, "floor", Attempt(ExecutionStatus.SUCCESS).at(clock.now()), FollowUp())
+            outcome = Attempt(ExecutionStatus.SUCCESS).at(clock.now())
+            queue.record("floor", [Finished(claimed, outcome, Decision())])
             floor.append(time.perf_counter() - t0)
 
         overhead: list[float] = []

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, RowMapping, delete, insert, select
 
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import DeadLetter, ErrorCategory, Execution, ExecutionStatus, Trigger
+from schedule_grpc import lifecycle
+from schedule_grpc.models import DeadLetter, ErrorCategory, Execution
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.queue import QueueStore
@@ -60,17 +60,7 @@ class DeadLetterStore:
             if row is None:
                 return None
             letter = _from_row(row)
-            execution = Execution(
-                id=new_id("exec"),
-                task_id=letter.task_id,
-                task_name=letter.task_name,
-                trigger=Trigger.RETRY,
-                scheduled_for=letter.scheduled_for,
-                attempt=letter.attempts + 1,
-                status=ExecutionStatus.PENDING,
-                due_at=now,
-                created_at=now,
-            )
+            execution = lifecycle.redrive(letter, now)
             conn.execute(insert(e).values(_execution_row(execution)))
             self._queue.notify(conn)
         return execution

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Insert, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from schedule_grpc import lifecycle
 from schedule_grpc.firing import Occurrence, decide
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import ExecutionStatus, OverlapPolicy, Trigger
+from schedule_grpc.models import ExecutionStatus, OverlapPolicy
 from schedule_grpc.store.db import translate_errors
+from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
@@ -143,16 +144,12 @@ class OccurrenceStore:
 
 
 def _row(o: Occurrence, task_name: str, status: ExecutionStatus, error: str | None, now: datetime) -> dict[str, Any]:
-    return {
-        "id": new_id("exec"),
-        "task_id": o.task_id,
-        "task_name": task_name,
-        "trigger": Trigger.SCHEDULE.value,
-        "scheduled_for": o.scheduled_for,
-        "attempt": 1,
-        "status": status.value,
-        "due_at": o.scheduled_for,
-        "created_at": now,
-        "completed_at": None if status is ExecutionStatus.PENDING else now,
-        "error": error,
-    }
+    row = _execution_row(lifecycle.scheduled(o.task_id, task_name, o.scheduled_for, now, status=status, error=error))
+    return {k: row[k] for k in _SCHEDULED_COLUMNS}
+
+
+# What an occurrence's row sets; the other columns keep their defaults (NULL, not a JSON null result).
+_SCHEDULED_COLUMNS = (
+    "id", "task_id", "task_name", "trigger", "scheduled_for", "attempt", "status", "due_at", "created_at",
+    "completed_at", "error",
+)  # fmt: skip

@@ -16,7 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from schedule_grpc import lifecycle
+from schedule_grpc.fairness import Candidate
 from schedule_grpc.ids import new_id
+from schedule_grpc.lifecycle import Decision
 from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Task, Trigger
 from schedule_grpc.store.db import is_unique_violation, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
@@ -39,23 +42,27 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class FollowUp:
-    """What recording a failure also does: queue a retry due at ``retry_at``, or dead-letter it."""
+class Finished:
+    """An attempt to record: the claimed execution, how it ended and what the decision says follows."""
 
-    retry_at: datetime | None = None
-    dead_letter: bool = False
+    claimed: Claimed
+    outcome: Outcome
+    decision: Decision
 
 
 @dataclass(frozen=True)
 class Recorded:
-    """A recorded outcome and what followed: the retry row or the dead letter's id."""
+    """A recorded outcome and what followed: the decision, the retry row or the dead letter's id."""
 
     execution: Execution
+    task: Task
+    decision: Decision
     retry: Execution | None = None
     dead_letter_id: str | None = None
 
 
-Decide = Callable[[Claimed, Outcome], FollowUp]
+Decide = Callable[[Claimed, Outcome], Decision]
+Admit = Callable[[Sequence[Candidate]], Sequence[Candidate]]
 
 
 class QueueStore:
@@ -90,48 +97,75 @@ class QueueStore:
             ).scalar()
         return value
 
-    def claim(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
-        """Starts up to ``limit`` due executions under a lease held by ``owner``; sets their tasks' last_run."""
+    def claim(
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        admit: Admit | None = None,
+    ) -> Sequence[Claimed]:
+        """Starts due executions under a lease held by ``owner``; sets their tasks' last_run.
+
+        Looks at up to ``limit`` due pending rows: manual runs first (a caller waits on RunTaskNow), then
+        round-robin over task owners by due time, so one owner's backlog does not hide another's rows.
+        ``admit`` picks which of them start (capacity and fairness); the others stay pending.
+        """
         running = e.alias("running")
         blocked = exists().where(running.c.task_id == e.c.task_id, running.c.status == ExecutionStatus.RUNNING.value)
-        candidates = (
-            select(e.c.id, e.c.task_id, t.c.overlap_policy)
+        not_manual = e.c.trigger != Trigger.MANUAL.value
+        ranked = (
+            select(
+                e.c.id,
+                func.row_number().over(partition_by=t.c.owner, order_by=(not_manual, e.c.due_at, e.c.id)).label("rank"),
+            )
             .join(t, t.c.id == e.c.task_id)
             .where(e.c.status == ExecutionStatus.PENDING.value, e.c.due_at <= now)
             .where((t.c.overlap_policy == OverlapPolicy.ALLOW.value) | ~blocked)
-            # A manual run has a caller waiting on RunTaskNow: it goes before a backlog of scheduled ones.
-            .order_by((e.c.trigger != Trigger.MANUAL.value), e.c.due_at, e.c.id)
+            .subquery()
+        )
+        candidates = (
+            select(e.c.id, e.c.task_id, e.c.trigger, t.c.overlap_policy, t.c.handler, t.c.owner)
+            .join(t, t.c.id == e.c.task_id)
+            .join(ranked, ranked.c.id == e.c.id)
+            .where(e.c.status == ExecutionStatus.PENDING.value)
+            .order_by(not_manual, ranked.c.rank, e.c.due_at, e.c.id)
             .limit(limit)
             .with_for_update(of=e, skip_locked=True)
         )
         with translate_errors(), self._engine.begin() as conn:
             rows = conn.execute(candidates).all()
-            chosen: list[str] = []
-            exclusive: dict[str, str] = {}  # task id -> its one candidate, for tasks that must not overlap
+            chosen: list[Candidate] = []
+            exclusive: dict[str, Candidate] = {}  # task id -> its one candidate, for tasks that must not overlap
             for row in rows:
+                candidate = Candidate(row.id, row.task_id, row.handler, row.owner, row.trigger == Trigger.MANUAL.value)
                 if row.overlap_policy == OverlapPolicy.ALLOW.value:
-                    chosen.append(row.id)
+                    chosen.append(candidate)
                 elif row.task_id not in exclusive:
-                    exclusive[row.task_id] = row.id
+                    exclusive[row.task_id] = candidate
+                    chosen.append(candidate)
             if exclusive and self._postgres:
                 # Serialise claims per task, then look again: another replica may have just started one.
                 conn.execute(
                     select(t.c.id).where(t.c.id.in_(sorted(exclusive))).order_by(t.c.id).with_for_update(key_share=True)
                 )
-                busy = conn.execute(
-                    select(e.c.task_id)
-                    .where(e.c.task_id.in_(list(exclusive)), e.c.status == ExecutionStatus.RUNNING.value)
-                    .distinct()
-                ).scalars()
-                for task_id in busy:
-                    exclusive.pop(task_id, None)
-            chosen += exclusive.values()
+                busy = set(
+                    conn.execute(
+                        select(e.c.task_id)
+                        .where(e.c.task_id.in_(list(exclusive)), e.c.status == ExecutionStatus.RUNNING.value)
+                        .distinct()
+                    ).scalars()
+                )
+                chosen = [c for c in chosen if c.task_id not in busy or c.task_id not in exclusive]
+            if admit is not None:
+                chosen = list(admit(chosen))
             if not chosen:
                 return []
             started = (
                 conn.execute(
                     update(e)
-                    .where(e.c.id.in_(chosen), e.c.status == ExecutionStatus.PENDING.value)
+                    .where(e.c.id.in_([c.id for c in chosen]), e.c.status == ExecutionStatus.PENDING.value)
                     .values(
                         status=ExecutionStatus.RUNNING.value,
                         started_at=now,
@@ -153,7 +187,8 @@ class QueueStore:
                 .values(last_run=now)
             )
             tasks = {r["id"]: _task(r) for r in conn.execute(select(t).where(t.c.id.in_(task_ids))).mappings()}
-        executions.sort(key=lambda x: (x.trigger is not Trigger.MANUAL, x.due_at, x.id))
+        order = {c.id: i for i, c in enumerate(chosen)}
+        executions.sort(key=lambda x: order[x.id])
         return [Claimed(x, tasks[x.task_id]) for x in executions]
 
     def renew(self, *, owner: str, ids: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
@@ -182,16 +217,20 @@ class QueueStore:
                 ).scalars()
             )
 
-    def record(self, claimed: Claimed, owner: str, outcome: Outcome, follow_up: FollowUp) -> Recorded | None:
-        """Records how ``owner``'s execution ended, with its retry or dead letter, in one transaction.
+    def record(self, owner: str, finished: Sequence[Finished]) -> list[Recorded | None]:
+        """Records how ``owner``'s executions ended, with their retries and dead letters, in one transaction.
 
-        None when the execution no longer runs under ``owner`` (cancelled, or recovered by another replica).
+        One entry per item: None when that execution no longer runs under ``owner`` (cancelled, deleted,
+        or recovered by another replica); each row's update is conditional, so a batch never overwrites
+        what another replica or a cancellation wrote.
         """
+        if not finished:
+            return []
         with translate_errors(), self._engine.begin() as conn:
-            recorded = self._record(conn, claimed, outcome, follow_up, owner=owner)
-            if recorded is not None and recorded.retry is not None:
+            results = [self._record(conn, f, owner=owner) for f in finished]
+            if any(r is not None and r.retry is not None for r in results):
                 self.notify(conn)
-            return recorded
+            return results
 
     def recover(
         self, *, now: datetime, limit: int, decide: Decide, outcome: Callable[[Execution], Outcome]
@@ -218,7 +257,10 @@ class QueueStore:
                 claimed = Claimed(execution, tasks[execution.task_id])
                 result = outcome(execution)
                 recorded = self._record(
-                    conn, claimed, result, decide(claimed, result), owner=execution.lease_owner, expired_before=now
+                    conn,
+                    Finished(claimed, result, decide(claimed, result)),
+                    owner=execution.lease_owner,
+                    expired_before=now,
                 )
                 if recorded is not None:
                     results.append(recorded)
@@ -272,14 +314,13 @@ class QueueStore:
     def _record(
         self,
         conn: Connection,
-        claimed: Claimed,
-        outcome: Outcome,
-        follow_up: FollowUp,
+        finished: Finished,
         *,
         owner: str | None,
         expired_before: datetime | None = None,
     ) -> Recorded | None:
-        execution = claimed.execution
+        execution, task = finished.claimed.execution, finished.claimed.task
+        outcome, decision = finished.outcome, finished.decision
         started = execution.started_at
         condition = and_(e.c.id == execution.id, e.c.status == ExecutionStatus.RUNNING.value)
         condition = and_(condition, e.c.lease_owner == owner if owner is not None else e.c.lease_owner.is_(None))
@@ -307,30 +348,21 @@ class QueueStore:
         )
         if row is None:
             return None
-        finished = _execution(row)
-        if outcome.status is not ExecutionStatus.FAILED:
-            return Recorded(finished)
-        if follow_up.retry_at is not None:
-            retry = Execution(
-                id=new_id("exec"),
-                task_id=execution.task_id,
-                task_name=execution.task_name,
-                trigger=Trigger.RETRY,
-                scheduled_for=execution.scheduled_for,
-                attempt=execution.attempt + 1,
-                status=ExecutionStatus.PENDING,
-                due_at=follow_up.retry_at,
-                created_at=outcome.completed_at,
-            )
+        done = _execution(row)
+        if decision.retry_at is not None:
+            if not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
+                # Disabled since the claim: no more attempts of its occurrences.
+                return Recorded(done, task, Decision(alerts=decision.alerts))
+            retry = lifecycle.retry_of(execution, decision.retry_at, outcome.completed_at)
             try:
                 with conn.begin_nested():
                     conn.execute(insert(e).values(_execution_row(retry)))
             except IntegrityError as error:  # that retry exists already (a redrive raced it): keep the one
                 if not is_unique_violation(error):
                     raise
-                return Recorded(finished)
-            return Recorded(finished, retry=retry)
-        if follow_up.dead_letter:
+                return Recorded(done, task, decision)
+            return Recorded(done, task, decision, retry=retry)
+        if decision.dead_letter:
             letter_id = new_id("dlq")
             conn.execute(
                 insert(d).values(
@@ -345,8 +377,8 @@ class QueueStore:
                     created_at=outcome.completed_at,
                 )
             )
-            return Recorded(finished, dead_letter_id=letter_id)
-        return Recorded(finished)
+            return Recorded(done, task, decision, dead_letter_id=letter_id)
+        return Recorded(done, task, decision)
 
 
 def _ms(delta: timedelta) -> int:
