@@ -2,12 +2,14 @@
 
 health-check-services probes each configured service, by the gRPC health protocol (``grpc://`` or
 ``grpcs://host:port[/service.Name]``) or by HTTP GET (``http(s)://...``, up on 2xx), with a deadline,
-and reports each status and latency. The probes run at once on one event loop (aiohttp, grpc.aio),
-each connection passing the egress policy (a refused target fails the attempt, category POLICY);
-the handler itself stays in the local lane because it reads and writes the platform database. The
-last known status of each service is kept in the platform table ``service_health``, so an alert is
-returned once per change: when a service goes down, and when it comes back. Metadata: ``targets``
-(object name -> URL; default SCHEDULE_HEALTH_CHECK_TARGETS), ``timeoutSeconds`` (default 5).
+and reports each status and latency. It runs on the executor's remote lane: the probes run at once on
+its event loop (aiohttp, grpc.aio), each connection passing the egress policy (a refused target fails
+the attempt, category POLICY); the read and upsert of one ``service_health`` row per service run in a
+thread beside the loop. (In a worker process, under the address-space limit, gRPC cannot start its
+threads: the probes there crashed the worker.) The last known status of each service is kept in the
+platform table ``service_health``, so an alert is returned once per change: when a service goes down,
+and when it comes back. Metadata: ``targets`` (object name -> URL; default
+SCHEDULE_HEALTH_CHECK_TARGETS), ``timeoutSeconds`` (default 5).
 
 check-rate-limits reads the current windows of the platform usage table and returns an alert listing
 every key whose usage is above the threshold. Metadata: ``threshold`` (0-1, default
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +31,7 @@ import grpc as grpc_lib
 from schedule_grpc.egress import EgressDenied, EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers import common
-from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
+from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.grpc import probe_health
 from schedule_grpc.handlers.outbound import Sessions, denial_in, read_bounded, safe_url
 from schedule_grpc.models import JSON, ErrorCategory
@@ -101,15 +104,11 @@ async def probe(url: str, timeout_s: float, egress: EgressPolicy, sessions: Sess
 
 
 async def probe_all(
-    targets: Mapping[str, str], timeout_s: float, egress: EgressPolicy
+    targets: Mapping[str, str], timeout_s: float, egress: EgressPolicy, sessions: Sessions
 ) -> dict[str, tuple[str, float, str]]:
-    """Every target probed at once, on one loop (one HTTP session); EgressDenied if the policy refuses one."""
-    sessions = Sessions(egress, limit=64)
-    try:
-        names = sorted(targets)
-        results = await asyncio.gather(*(probe(targets[n], timeout_s, egress, sessions) for n in names))
-    finally:
-        await sessions.close()
+    """Every target probed at once, on the running loop; EgressDenied if the policy refuses one."""
+    names = sorted(targets)
+    results = await asyncio.gather(*(probe(targets[n], timeout_s, egress, sessions) for n in names))
     return dict(zip(names, results, strict=True))
 
 
@@ -122,10 +121,13 @@ class HealthCheckHandler:
         "default SCHEDULE_HEALTH_CHECK_TARGETS), timeoutSeconds (default 5)."
     )
 
+    lane: Lane = "remote"
+
     def __init__(self, *, database_url: str, targets: Mapping[str, str], egress: EgressPolicy | None = None) -> None:
         self.database_url = database_url
         self.targets = dict(targets)
         self.egress = egress if egress is not None else EgressPolicy()
+        self.sessions = Sessions(self.egress, limit=64)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
@@ -142,15 +144,34 @@ class HealthCheckHandler:
         return {str(k): str(v) for k, v in targets.items()}, timeout
 
     def run(self, context: HandlerContext) -> JSON:
+        """The check from synchronous code (outside the executor): a loop of its own, closed after."""
+
+        async def once() -> JSON:
+            try:
+                return await self.run_async(context)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())
+
+    async def close(self) -> None:
+        """Closes this loop's HTTP session (the remote lane calls it at shutdown)."""
+        await self.sessions.close()
+
+    async def run_async(self, context: HandlerContext) -> JSON:
         targets, timeout = self._options(context.metadata)
         timeout = min(timeout, context.timeout.total_seconds())
-        now = context.scheduled_for
-        services: list[dict[str, JSON]] = []
-        rows: list[dict[str, Any]] = []
         try:
-            probed = asyncio.run(probe_all(targets, timeout, self.egress))
+            probed = await probe_all(targets, timeout, self.egress, self.sessions)
         except EgressDenied as denied:
             raise HandlerFailed(str(denied), ErrorCategory.POLICY) from None
+        # A read and an upsert of one row per service: off the loop, in the default thread pool.
+        return await asyncio.to_thread(self._record, targets, probed, context.scheduled_for)
+
+    def _record(self, targets: Mapping[str, str], probed: Mapping[str, tuple[str, float, str]], now: datetime) -> JSON:
+        """Stores each service's status and returns the report, with an alert per change of state."""
+        services: list[dict[str, JSON]] = []
+        rows: list[dict[str, Any]] = []
         for name, url in sorted(targets.items()):
             status, latency, detail = probed[name]
             url = safe_url(url) if url.startswith("http") else url
