@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import socket
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from schedule_grpc.egress import EgressDenied, EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers import common
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
+from schedule_grpc.handlers.outbound import MAX_BODY_CHARS, quote
 from schedule_grpc.models import JSON, ErrorCategory
 
 METHOD_RE = re.compile(r"/?([A-Za-z_][\w.]*)/([A-Za-z_]\w*)")
@@ -118,7 +120,7 @@ def failure(error: grpc.RpcError, what: str) -> HandlerFailed:
         category = ErrorCategory.NETWORK
     else:
         category = ErrorCategory.LOGIC
-    return HandlerFailed(f"{what} failed: {code.name}: {details}", category)
+    return HandlerFailed(f"{what} failed: {code.name}: {quote(details or '')}", category)
 
 
 async def probe_health(target: str, service: str, *, tls: bool, timeout_s: float, egress: EgressPolicy) -> str:
@@ -241,7 +243,15 @@ class GrpcHandler:
                 raise failure(error, f"{service_name}/{method_name} on {target}") from error
         finally:
             await channel.close(None)
-        return {"method": f"{service_name}/{method_name}", "response": json_format.MessageToDict(response)}
+        return {"method": f"{service_name}/{method_name}", "response": _bounded(json_format.MessageToDict(response))}
+
+
+def _bounded(answer: dict[str, Any]) -> JSON:
+    """A small answer as JSON; a large one as a bounded excerpt of its JSON text."""
+    text = json.dumps(answer, ensure_ascii=False)
+    if len(text) <= MAX_BODY_CHARS:
+        return answer
+    return text[:MAX_BODY_CHARS] + "…"
 
 
 async def _reflect(

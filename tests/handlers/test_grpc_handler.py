@@ -11,6 +11,7 @@ import pytest
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, lane_of
 from schedule_grpc.handlers.grpc import GrpcHandler
+from schedule_grpc.handlers.outbound import MAX_BODY_CHARS
 from schedule_grpc.models import ErrorCategory
 from tests.handler_support import LOOPBACK, GrpcTestServer, context, self_signed_certificate
 
@@ -119,3 +120,11 @@ def test_a_name_that_does_not_resolve_is_a_network_failure() -> None:
     with pytest.raises(HandlerFailed, match="does not resolve") as caught:
         _call({"target": "no-such-host.invalid:443", "method": "a.B/C", "timeoutSeconds": 2})
     assert caught.value.category is ErrorCategory.NETWORK
+
+
+def test_a_large_answer_is_kept_as_a_bounded_excerpt() -> None:
+    from schedule_grpc.handlers.grpc import _bounded
+
+    assert _bounded({"status": "SERVING"}) == {"status": "SERVING"}
+    big = _bounded({"rows": ["x" * 100] * 100})
+    assert isinstance(big, str) and big.startswith('{"rows": ["xxx') and len(big) == MAX_BODY_CHARS + 1
