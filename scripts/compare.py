@@ -65,7 +65,7 @@ from perf_plot import ecdf, pyplot, save
 from perf_stats import Summary, ratio
 from webhook_receiver import Receipt, Receiver, post
 
-DB = "schedule_compare"
+DB = f"schedule_compare_{os.getpid()}"  # several runs at once must not drop each other's database
 HERE = Path(__file__).resolve().parent
 PEERS = ("floor", "ours", "bare", "celery-prefork", "celery-threads")
 SCENARIOS = ("burst", "slow", "scale")
