@@ -137,6 +137,11 @@ class Executor:
     def owner(self) -> str:
         return self._config.owner
 
+    @property
+    def cancellation_check_s(self) -> float:
+        """How often each replica looks for its running executions cancelled elsewhere."""
+        return self._config.poll_interval_s
+
     def start(self) -> None:
         self._pool.start()
         self._remote.start()
@@ -284,16 +289,14 @@ class Executor:
 
     def _renew(self) -> None:
         ids = [s.claimed.execution.id for s in self._snapshot()]
-        kept = self._queue.renew(owner=self.owner, ids=ids, now=self._clock.now(), lease=self._lease)
-        self._stop_missing(ids, kept)
+        self._queue.renew(owner=self.owner, ids=ids, now=self._clock.now(), lease=self._lease)
+        self._notice_cancellations(ids)
 
-    def _notice_cancellations(self) -> None:
-        ids = [s.claimed.execution.id for s in self._snapshot()]
-        if ids:
-            self._stop_missing(ids, self._queue.still_running(owner=self.owner, ids=ids))
-
-    def _stop_missing(self, ids: list[str], kept: set[str]) -> None:
-        for execution_id in set(ids) - kept:
+    def _notice_cancellations(self, ids: list[str] | None = None) -> None:
+        """Stops the handlers whose rows were cancelled elsewhere (or taken over after a lost lease)."""
+        if ids is None:
+            ids = [s.claimed.execution.id for s in self._snapshot()]
+        for execution_id in self._queue.taken(owner=self.owner, ids=ids):
             with self._lock:
                 slot = self._slots.get(execution_id)
             if slot is not None and not slot.done.is_set():

@@ -5,6 +5,8 @@ hold at most ``share`` of a lane's capacity (at least one slot), so while one ca
 until their timeout the rest of the lane stays free for the others. A manual run (RunTaskNow: a caller
 is waiting) may also use a small ``headroom`` above the capacity and is not held to the owner's share,
 so it never queues behind anyone's slow work; RunTaskNow's own rate limit bounds how many there are.
+Tasks without an owner (registered while the service ran open, with no callers to tell apart) are not
+held to a share.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def admit(
         if candidate.manual:
             fits = load.running < limit.capacity + limit.headroom
         else:
-            fits = load.running < limit.capacity and load.by_owner[candidate.owner] < owner_cap(limit.capacity, share)
+            within_share = candidate.owner is None or load.by_owner[candidate.owner] < owner_cap(limit.capacity, share)
+            fits = load.running < limit.capacity and within_share
         if fits:
             load.add(candidate.owner)
             chosen.append(candidate)

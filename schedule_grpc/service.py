@@ -17,7 +17,7 @@ from schedule_grpc.handlers.base import Handler, HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, OverlapPolicy, Page, Task
+from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, Page, Task
 from schedule_grpc.runner import run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
@@ -109,15 +109,38 @@ class TaskService:
         next_run = validation.schedule(task.schedule, task.timezone).next_after(now)
         return self._changed(name, self._tasks.set_enabled(name, enabled=True, next_run=next_run, now=now))
 
-    def disable(self, name: str) -> Task:
-        self._owned(name)
+    def disable(self, name: str, *, cancel_running: bool = False) -> Task:
+        """Stops the schedule and cancels the task's pending retries; a running execution finishes (and is
+        not retried) or, with ``cancel_running``, is stopped at once."""
+        task = self._owned(name)
         now = self._clock.now()
-        return self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        disabled = self._changed(name, self._tasks.set_enabled(name, enabled=False, next_run=None, now=now))
+        self._cancel_executions(task, "the task was disabled", cancel_running=cancel_running)
+        return disabled
 
-    def unregister(self, name: str) -> None:
-        self._owned(name)
+    def unregister(self, name: str, *, cancel_running: bool = False) -> None:
+        """Deletes the task with its history; a running execution finishes unrecorded or, with
+        ``cancel_running``, is stopped at once."""
+        task = self._owned(name)
+        if cancel_running:
+            self._cancel_executions(task, "the task was unregistered", cancel_running=True, settle=True)
         if not self._tasks.delete(name):
             raise _not_found(name)
+
+    def _cancel_executions(self, task: Task, reason: str, *, cancel_running: bool, settle: bool = False) -> None:
+        if self._queue is None:
+            return
+        cancelled = self._queue.cancel_task(task.id, now=self._clock.now(), reason=reason, running=cancel_running)
+        elsewhere = False
+        for execution in cancelled:
+            if execution.status is ExecutionStatus.RUNNING and self._executor is not None:
+                self._executor.cancel(execution.id)  # here at once; other replicas at their next check
+                elsewhere = elsewhere or execution.lease_owner != self._executor.owner
+        if cancelled:
+            log.info("executions cancelled", extra={"task": task.name, "count": len(cancelled), "reason": reason})
+        if settle and elsewhere and self._executor is not None:
+            # The rows are about to be deleted: give the other replicas one check to see them cancelled.
+            time.sleep(2 * self._executor.cancellation_check_s)
 
     def initialize_defaults(self) -> Sequence[Task]:
         """Installs the seed's default tasks that are missing; a task of that name already there is kept

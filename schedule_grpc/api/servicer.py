@@ -40,7 +40,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def UnregisterTask(
         self, request: pb.UnregisterTaskRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterTaskResponse:
-        self._tasks.unregister(request.name)
+        self._tasks.unregister(request.name, cancel_running=request.cancel_running)
         return pb.UnregisterTaskResponse(message=f"Task {request.name} unregistered")
 
     def EnableTask(self, request: pb.EnableTaskRequest, context: grpc.ServicerContext) -> pb.EnableTaskResponse:
@@ -48,7 +48,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         return pb.EnableTaskResponse(message=f"Task {task.name} enabled", task=convert.task_to_pb(task))
 
     def DisableTask(self, request: pb.DisableTaskRequest, context: grpc.ServicerContext) -> pb.DisableTaskResponse:
-        task = self._tasks.disable(request.name)
+        task = self._tasks.disable(request.name, cancel_running=request.cancel_running)
         return pb.DisableTaskResponse(message=f"Task {task.name} disabled", task=convert.task_to_pb(task))
 
     def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.GetTaskResponse:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc import lifecycle
@@ -118,6 +118,8 @@ class QueueStore:
         ranked = (
             select(
                 e.c.id,
+                e.c.due_at,
+                not_manual.label("not_manual"),
                 func.row_number().over(partition_by=t.c.owner, order_by=(not_manual, e.c.due_at, e.c.id)).label("rank"),
             )
             .join(t, t.c.id == e.c.task_id)
@@ -125,17 +127,23 @@ class QueueStore:
             .where((t.c.overlap_policy == OverlapPolicy.ALLOW.value) | ~blocked)
             .subquery()
         )
+        first = (
+            select(ranked.c.id).order_by(ranked.c.not_manual, ranked.c.rank, ranked.c.due_at, ranked.c.id).limit(limit)
+        )
+        # Locked by primary key in a second statement: joined back to the ranking, a misestimated plan (a
+        # fresh table) compared every pending row with every other one.
         candidates = (
             select(e.c.id, e.c.task_id, e.c.trigger, t.c.overlap_policy, t.c.handler, t.c.owner)
             .join(t, t.c.id == e.c.task_id)
-            .join(ranked, ranked.c.id == e.c.id)
-            .where(e.c.status == ExecutionStatus.PENDING.value)
-            .order_by(not_manual, ranked.c.rank, e.c.due_at, e.c.id)
-            .limit(limit)
+            .where(e.c.id.in_(bindparam("ids", expanding=True)), e.c.status == ExecutionStatus.PENDING.value)
             .with_for_update(of=e, skip_locked=True)
         )
         with translate_errors(), self._engine.begin() as conn:
-            rows = conn.execute(candidates).all()
+            ids = list(conn.execute(first).scalars())
+            if not ids:
+                return []
+            position = {x: i for i, x in enumerate(ids)}
+            rows = sorted(conn.execute(candidates, {"ids": ids}).all(), key=lambda r: position[r.id])
             chosen: list[Candidate] = []
             exclusive: dict[str, Candidate] = {}  # task id -> its one candidate, for tasks that must not overlap
             for row in rows:
@@ -204,18 +212,41 @@ class QueueStore:
             ).scalars()
             return set(kept)
 
-    def still_running(self, *, owner: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` still run under ``owner`` (the others were cancelled or taken over)."""
+    def taken(self, *, owner: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` no longer run under ``owner``: cancelled, or recovered by another replica.
+
+        A row that is gone (its task was unregistered) is not among them: its handler may finish.
+        """
         if not ids:
             return set()
+        mine = and_(e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
         with translate_errors(), self._engine.connect() as conn:
-            return set(
-                conn.execute(
-                    select(e.c.id).where(
-                        e.c.id.in_(ids), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner
-                    )
-                ).scalars()
-            )
+            return set(conn.execute(select(e.c.id).where(e.c.id.in_(ids), ~mine)).scalars())
+
+    def cancel_task(self, task_id: str, *, now: datetime, reason: str, running: bool) -> list[Execution]:
+        """Cancels the task's pending retries and scheduled executions (and, when ``running``, its running
+        ones) with ``reason``; returns them as they were. A pending manual run is left: its caller waits."""
+        which = and_(e.c.status == ExecutionStatus.PENDING.value, e.c.trigger != Trigger.MANUAL.value)
+        if running:
+            which = which | (e.c.status == ExecutionStatus.RUNNING.value)
+        query = select(e).where(e.c.task_id == task_id, which).order_by(e.c.id)
+        cancelled: list[Execution] = []
+        with translate_errors(), self._engine.begin() as conn:
+            for current in [_execution(r) for r in conn.execute(query.with_for_update()).mappings()]:
+                values: dict[str, Any] = {
+                    "status": ExecutionStatus.CANCELLED.value,
+                    "completed_at": now,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "error": f"cancelled before it started: {reason}",
+                }
+                if current.status is ExecutionStatus.RUNNING:
+                    values["error"] = f"cancelled while running: {reason}"
+                    if current.started_at is not None:
+                        values["duration_ms"] = _ms(now - current.started_at)
+                conn.execute(update(e).where(e.c.id == current.id).values(values))
+                cancelled.append(current)
+        return cancelled
 
     def record(self, owner: str, finished: Sequence[Finished]) -> list[Recorded | None]:
         """Records how ``owner``'s executions ended, with their retries and dead letters, in one transaction.
@@ -350,8 +381,8 @@ class QueueStore:
             return None
         done = _execution(row)
         if decision.retry_at is not None:
-            if not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
-                # Disabled since the claim: no more attempts of its occurrences.
+            if task.enabled and not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
+                # Disabled while it ran (DisableTask cancelled its pending retries): no more attempts.
                 return Recorded(done, task, Decision(alerts=decision.alerts))
             retry = lifecycle.retry_of(execution, decision.retry_at, outcome.completed_at)
             try:

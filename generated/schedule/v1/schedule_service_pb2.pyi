@@ -610,16 +610,23 @@ class UnregisterTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    CANCEL_RUNNING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the task to delete."""
+    cancel_running: _builtins.bool
+    """What happens to an execution of the task running now. false (default): it finishes; its outcome is
+    not recorded, since the task and its history are deleted. true: its handler is stopped at once on the
+    replica running it. Pending executions are deleted with the task either way.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        cancel_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_running", b"cancel_running", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -704,16 +711,23 @@ class DisableTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    CANCEL_RUNNING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the task to disable."""
+    cancel_running: _builtins.bool
+    """Pending retries and scheduled executions of the task are cancelled, each recorded as `cancelled`
+    with the reason. What happens to one running now: false (default) it finishes and is recorded, but
+    a failure is not retried; true: its handler is stopped at once and it is recorded as cancelled.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        cancel_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_running", b"cancel_running", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

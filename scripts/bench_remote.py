@@ -1,0 +1,81 @@
+"""A replica (``server.py``) with two more handlers: ``bench-post``, a minimal remote-lane webhook, and
+``bench-post-local``, the same call run in the local lane (a worker process per execution).
+
+It POSTs the execution id to ``metadata.url`` over a bare asyncio connection, so ``bench_executor.py``
+measures the executor's own cost per execution, in each lane, with as little handler work as a
+webhook can have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import server
+from schedule_grpc import logs
+from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
+from schedule_grpc.handlers.registry import default_registry
+from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.settings import Settings
+
+
+class BenchPost:
+    name = "bench-post"
+    description = "POSTs the execution id to metadata.url (benchmark)"
+    category = "benchmark"
+    lane: Lane = "remote"
+
+    def validate(self, metadata: Mapping[str, JSON]) -> None:
+        pass
+
+    def run(self, context: HandlerContext) -> JSON:
+        return asyncio.run(self.run_async(context))
+
+    async def run_async(self, context: HandlerContext) -> JSON:
+        url = urlsplit(str(context.metadata["url"]))
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        try:
+            body = context.execution_id.encode()
+            head = f"POST {url.path} HTTP/1.0\r\nHost: {url.netloc}\r\nContent-Length: {len(body)}\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+            status = await reader.readline()
+            await reader.read()
+        finally:
+            writer.close()
+        if not status:
+            raise HandlerFailed("the receiver closed the connection", ErrorCategory.NETWORK)
+        return int(status.split()[1])
+
+
+class BenchPostLocal(BenchPost):
+    name = "bench-post-local"
+    lane: Lane = "local"
+
+
+def main() -> int:
+    # The handlers by their module's name, not __main__'s: the local one is pickled into worker processes.
+    from bench_remote import BenchPost, BenchPostLocal
+
+    settings = Settings.from_env(os.environ)
+    logs.configure(settings.log_level, settings.log_format)
+    registry = default_registry(settings)
+    registry.register(BenchPost())
+    registry.register(BenchPostLocal())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    service = server.build(settings, handlers=registry)
+    service.start()
+    stop.wait()
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
