@@ -27,6 +27,7 @@ from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.outbound import (
+    CONNECTION_LIMIT,
     MAX_BODY_CHARS,
     Sessions,
     denial_in,
@@ -67,9 +68,10 @@ class HttpHandler:
         "timeoutSeconds (default 30), expectedStatus (default any 2xx)."
     )
 
-    def __init__(self, *, egress: EgressPolicy | None = None) -> None:
+    def __init__(self, *, egress: EgressPolicy | None = None, connections: int = CONNECTION_LIMIT) -> None:
+        """``connections``: the session's pool (the registry gives the remote lane's concurrency)."""
         self.egress = egress if egress is not None else EgressPolicy()
-        self.sessions = Sessions(self.egress)
+        self.sessions = Sessions(self.egress, limit=connections)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         url = metadata.get("url")

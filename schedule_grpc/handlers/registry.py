@@ -64,7 +64,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
     mcp = ImportMcpServersHandler(database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout)
     apis = ImportPublicApisHandler(database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout)
     return [
-        HttpHandler(egress=egress),
+        HttpHandler(egress=egress, connections=settings.executor_remote_concurrency),
         GrpcHandler(egress=egress),
         *cleanup_handlers(platform_db),
         *embeddings_handlers(
