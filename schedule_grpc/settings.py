@@ -150,7 +150,7 @@ class Settings:
         4, _positive(int), "Executions of local-lane handlers this replica runs at once (worker processes)."
     )
     executor_remote_concurrency: int = _setting(
-        512, _positive(int), "Executions of remote-lane handlers (network calls) in flight at once on the event loop."
+        1024, _positive(int), "Executions of remote-lane handlers (network calls) in flight at once on the event loop."
     )
     executor_owner_share: float = _setting(
         0.5, _ratio, "Largest share of either lane one task owner may hold (at least one slot), e.g. 0.5."

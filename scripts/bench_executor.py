@@ -5,7 +5,8 @@ get one execution each, all due at one instant (queued in one transaction with t
 sends). Two bursts: the first measures CPU (utime + stime from ``/proc`` of the replica and of every
 process it started, reaped children included) per execution and the receipt lateness; the second
 measures GetTask latency (sequential calls from this process) while the burst runs, against the same
-calls on the idle replica in the same run.
+calls on the idle replica in the same run. The floor, in the same run: a bare asyncio client posting
+the same N at once to the same receiver, with its lateness and CPU per POST.
 
     python scripts/bench_executor.py [--webhooks 1000] [--handler remote|local|http] [--tree DIR]
 
@@ -118,6 +119,7 @@ def main() -> int:
     if not 1 <= args.webhooks <= 20_000:
         parser.error("--webhooks is 1..20000")
     exit_on_sigterm()
+    n = args.webhooks
     conninfo = fresh_database(args.admin_url, DATABASE)
     port = free_port()
     env = {
@@ -155,14 +157,13 @@ def main() -> int:
                 done_at = wait_done(conn, instant, args.webhooks, args.max_wait_s)
                 tree, own = tree_cpu_s(replica.pid) - before_tree, own_cpu_s(replica.pid) - before_own
                 lateness = [at - instant.timestamp() for at, _ in receiver.received[received_before:]]
-                started = [
-                    float(r[0])
-                    for r in conn.execute(
-                        "SELECT extract(epoch FROM started_at - scheduled_for) FROM task_executions "
-                        "WHERE scheduled_for = %s",
-                        (instant,),
-                    )
-                ]
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM started_at - scheduled_for), duration_ms FROM task_executions "
+                    "WHERE scheduled_for = %s",
+                    (instant,),
+                ).fetchall()
+                started = [float(r[0]) for r in rows]
+                durations = [float(r[1]) / 1000 for r in rows]
 
                 # --- burst 2: GetTask beside it ---
                 instant2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
@@ -181,7 +182,22 @@ def main() -> int:
                 while not stop.is_set():
                     busy.append(rpc_s(stub))
                 waiter.join()
-        n = args.webhooks
+            floor_before = len(receiver.received)
+            floor = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "bench_remote.py"),
+                    "--floor",
+                    receiver.url,
+                    str(args.webhooks),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            floor_at, floor_cpu = (float(x) for x in floor.stdout.split()[-2:])
+            floor_lateness = [at - floor_at for at, _ in receiver.received[floor_before:]]
         print(f"replica: {args.tree} handler {args.handler}, {n} webhooks due at one instant")
         print(
             f"received {len(lateness)}; drained {done_at - instant.timestamp():.2f} s after the instant; lateness at "
@@ -193,8 +209,19 @@ def main() -> int:
             )
         )
         print(
+            "execution duration (claim to completion) p50 {:.3f} s, p95 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(
+                *percentiles(durations)
+            )
+        )
+        print(
             f"CPU per execution: replica process {own / n * 1000:.2f} ms, "
             f"replica + worker processes + fork server {tree / n * 1000:.2f} ms"
+        )
+        print(
+            "floor, a bare asyncio client posting the same {} at once: lateness p50 {:.3f} s, p95 {:.3f} s, "
+            "p99 {:.3f} s, max {:.3f} s; CPU {:.2f} ms per POST".format(
+                n, *percentiles(floor_lateness), floor_cpu / n * 1000
+            )
         )
         i50, i95, _, imax = percentiles(idle)
         b50, b95, _, bmax = percentiles(busy)

@@ -13,7 +13,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import server
@@ -58,12 +60,40 @@ class BenchPostLocal(BenchPost):
     lane: Lane = "local"
 
 
+async def _floor(url: str, count: int) -> None:
+    """The floor: ``count`` of the same POSTs at once (1,024 in flight) from one bare event loop."""
+    handler = BenchPost()
+    in_flight = asyncio.Semaphore(1024)  # as many as the remote lane's default
+
+    async def one(i: int) -> None:
+        context = HandlerContext(
+            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30)
+        )
+        async with in_flight:
+            await handler.run_async(context)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
 def main() -> int:
+    if os.environ.get("BENCH_SWITCH_S"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_S"]))
+    if sys.argv[1:2] == ["--floor"]:
+        at, started = time.time(), time.process_time()
+        asyncio.run(_floor(sys.argv[2], int(sys.argv[3])))
+        print(f"{at:.6f} {time.process_time() - started:.4f}")
+        return 0
     # The handlers by their module's name, not __main__'s: the local one is pickled into worker processes.
     from bench_remote import BenchPost, BenchPostLocal
 
     settings = Settings.from_env(os.environ)
     logs.configure(settings.log_level, settings.log_format)
+    if os.environ.get("BENCH_REMOTE_LOOP") == "process":
+        from bench_lane_process import ProcessRemoteLane
+
+        import schedule_grpc.executor
+
+        setattr(schedule_grpc.executor, "RemoteLane", ProcessRemoteLane)  # noqa: B010 - swapped for the comparison
     registry = default_registry(settings)
     registry.register(BenchPost())
     registry.register(BenchPostLocal())

@@ -4,7 +4,8 @@ Phase 1 queues --executions executions of a handler that sleeps --work-s, starts
 processes (--lease-s lease), kills one with SIGKILL once it runs some, and waits (at most
 --max-wait-s) until every occurrence has succeeded. It prints how many executions started,
 finished and were recovered from the dead replica's expired leases, how many occurrences were lost
-(must be 0) and how many succeeded more than once (duplicated).
+(must be 0) and how many succeeded more than once (duplicated). ``--lane remote``: the handler sleeps
+on the replicas' event loops instead of in worker processes.
 
 Phase 2 measures the executor's overhead for a no-op handler, from claim to recorded success
 (worker process, pipe, outcome and its transaction), over --samples executions, against a floor
@@ -37,7 +38,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # drill_handlers, here and in worker processes
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drill_handlers import DrillNoop, DrillWork
+from drill_handlers import DrillNoop, DrillRemoteWork, DrillWork
 
 from schedule_grpc.alerts import LogAlerts
 from schedule_grpc.clock import SystemClock
@@ -53,7 +54,7 @@ from schedule_grpc.store.tasks import TaskStore
 
 
 def registry() -> HandlerRegistry:
-    return HandlerRegistry([DrillWork(), DrillNoop()])
+    return HandlerRegistry([DrillWork(), DrillRemoteWork(), DrillNoop()])
 
 
 def replica_main(url: str, lease_s: float) -> None:
@@ -125,6 +126,9 @@ def main() -> int:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--work-s", type=float, default=0.5)
+    parser.add_argument(
+        "--lane", choices=["local", "remote"], default="local", help="the lane phase 1's sleeping handler runs in"
+    )
     parser.add_argument("--lease-s", type=float, default=2.0)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--max-wait-s", type=float, default=90.0)
@@ -145,7 +149,8 @@ def main() -> int:
         db.migrate(engine)
         tasks = TaskStore(engine)
         queue = QueueStore(engine)
-        work = make_task(tasks, "drill-work", "drill-work", {"seconds": args.work_s})
+        handler = "drill-work-remote" if args.lane == "remote" else "drill-work"
+        work = make_task(tasks, "drill-work", handler, {"seconds": args.work_s})
 
         # --- phase 1: kill -9 one of two replicas with executions in flight ------------------------
         for _ in range(2):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 
-from schedule_grpc.handlers.base import HandlerContext
+from schedule_grpc.handlers.base import HandlerContext, Lane
 from schedule_grpc.models import JSON
 
 
@@ -21,6 +22,17 @@ class DrillWork:
 
     def run(self, context: HandlerContext) -> JSON:
         time.sleep(float(str(context.metadata.get("seconds", 0.3))))
+        return {"occurrence": context.scheduled_for.isoformat()}
+
+
+class DrillRemoteWork(DrillWork):
+    """The same sleep in the remote lane: an asyncio task on the replica's event loop."""
+
+    name = "drill-work-remote"
+    lane: Lane = "remote"
+
+    async def run_async(self, context: HandlerContext) -> JSON:
+        await asyncio.sleep(float(str(context.metadata.get("seconds", 0.3))))
         return {"occurrence": context.scheduled_for.isoformat()}
 
 

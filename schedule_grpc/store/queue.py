@@ -8,12 +8,31 @@ is a conditional update (``status = 'pending'``) and only the replica's dispatch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+    values,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc import lifecycle
@@ -24,6 +43,7 @@ from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPol
 from schedule_grpc.store.db import is_unique_violation, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row
+from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import dead_letters as d
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
@@ -258,7 +278,11 @@ class QueueStore:
         if not finished:
             return []
         with translate_errors(), self._engine.begin() as conn:
-            results = [self._record(conn, f, owner=owner) for f in finished]
+            if self._postgres and len(finished) > 1:
+                done = self._finish_many(conn, owner, finished)
+                results = [self._follow_up(conn, f, done.get(f.claimed.execution.id)) for f in finished]
+            else:
+                results = [self._record(conn, f, owner=owner) for f in finished]
             if any(r is not None and r.retry is not None for r in results):
                 self.notify(conn)
             return results
@@ -350,8 +374,7 @@ class QueueStore:
         owner: str | None,
         expired_before: datetime | None = None,
     ) -> Recorded | None:
-        execution, task = finished.claimed.execution, finished.claimed.task
-        outcome, decision = finished.outcome, finished.decision
+        execution, outcome = finished.claimed.execution, finished.outcome
         started = execution.started_at
         condition = and_(e.c.id == execution.id, e.c.status == ExecutionStatus.RUNNING.value)
         condition = and_(condition, e.c.lease_owner == owner if owner is not None else e.c.lease_owner.is_(None))
@@ -377,9 +400,60 @@ class QueueStore:
             .mappings()
             .first()
         )
-        if row is None:
+        return self._follow_up(conn, finished, None if row is None else _execution(row))
+
+    def _finish_many(self, conn: Connection, owner: str, finished: Sequence[Finished]) -> dict[str, Execution]:
+        """Writes the outcomes of ``owner``'s executions in one statement (Postgres); those it finished, by id."""
+        rows = []
+        for f in finished:
+            outcome, started = f.outcome, f.claimed.execution.started_at
+            rows.append(
+                (
+                    f.claimed.execution.id,
+                    outcome.status.value,
+                    outcome.completed_at,
+                    None if outcome.result is None else json.dumps(outcome.result),
+                    outcome.error,
+                    outcome.error_category.value if outcome.error_category else None,
+                    outcome.traceback,
+                    None if started is None else _ms(outcome.completed_at - started),
+                )
+            )
+        v = values(
+            column("id", String),
+            column("status", String),
+            column("completed_at", UtcDateTime()),
+            column("result", Text),
+            column("error", Text),
+            column("error_category", String),
+            column("traceback", Text),
+            column("duration_ms", Integer),
+            name="outcomes",
+        ).data(rows)
+        query = (
+            update(e)
+            .where(e.c.id == v.c.id, e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
+            .values(
+                status=v.c.status,
+                completed_at=cast(v.c.completed_at, UtcDateTime()),
+                result=cast(v.c.result, JSONB),
+                error=v.c.error,
+                error_category=v.c.error_category,
+                traceback=v.c.traceback,
+                duration_ms=cast(v.c.duration_ms, Integer),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(*e.c)
+        )
+        return {x.id: x for x in (_execution(r) for r in conn.execute(query).mappings())}
+
+    def _follow_up(self, conn: Connection, finished: Finished, done: Execution | None) -> Recorded | None:
+        """Queues the retry or the dead letter the decision says follows ``done`` (None: not recorded)."""
+        if done is None:
             return None
-        done = _execution(row)
+        execution, task = finished.claimed.execution, finished.claimed.task
+        outcome, decision = finished.outcome, finished.decision
         if decision.retry_at is not None:
             if task.enabled and not conn.execute(select(t.c.enabled).where(t.c.id == task.id)).scalar():
                 # Disabled while it ran (DisableTask cancelled its pending retries): no more attempts.

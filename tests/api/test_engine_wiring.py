@@ -23,6 +23,7 @@ def leading(database_url: str) -> Iterator[Service]:
     settings = Settings(
         database_url=database_url,
         grpc_address="127.0.0.1:0",
+        metrics_address="127.0.0.1:0",  # not the fixed default port: test runs may overlap
         migrate_on_start=False,
         leader_retry_interval_s=0.05,
         replica_id="api-replica",

@@ -43,6 +43,7 @@ def stub_with_sources(
     settings = Settings(
         database_url=database_url,
         grpc_address="127.0.0.1:0",
+        metrics_address="127.0.0.1:0",  # not the fixed default port: test runs may overlap
         migrate_on_start=False,
         engine_enabled=False,  # the engine keeps wall-clock time; each default runs once, through RunTaskNow
         embeddings_url=f"{json_server.base}/v1/embeddings",
