@@ -35,7 +35,6 @@ def serve(database_url: str, clock: FakeClock, **settings: Any) -> Iterator[Serv
         "migrate_on_start": False,
         "engine_enabled": False,  # the engine's APScheduler runs on the wall clock, not on the test's clock
         "egress_allow": "127.0.0.0/8",  # the tests' receivers are on loopback
-        "metrics_address": "127.0.0.1:0",  # a free port: other test runs may hold the default
         **settings,
     }
     service = build(Settings(**values), clock=clock)

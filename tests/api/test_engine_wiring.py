@@ -27,7 +27,6 @@ def leading(database_url: str) -> Iterator[Service]:
         migrate_on_start=False,
         leader_retry_interval_s=0.05,
         replica_id="api-replica",
-        metrics_address="127.0.0.1:0",  # a free port: other test runs may hold the default
     )
     svc = build(settings, clock=FakeClock(FUTURE))
     svc.start()

@@ -51,7 +51,6 @@ def stub_with_sources(
         health_check_targets=f"billing=grpc://{grpc_server.target},web={json_server.base}/healthz",
         mcp_registry_url=json_server.base,
         public_apis_url=f"{json_server.base}/v2/list.json",
-        metrics_address="127.0.0.1:0",  # a free port: other test runs may hold the default
         egress_allow="127.0.0.0/8",  # the probes' and importers' servers are on loopback
     )
     service = build(settings, clock=clock)
