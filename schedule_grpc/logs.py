@@ -22,7 +22,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 _bound: ContextVar[dict[str, Any]] = ContextVar("schedule_log_fields", default={})  # noqa: B039
 
 # Libraries whose records go through the same handler; the chatty ones are held at WARNING unless DEBUG.
-LIBRARIES = ("grpc", "apscheduler", "sqlalchemy", "alembic", "httpx", "httpcore", "psycopg")
+LIBRARIES = ("grpc", "apscheduler", "sqlalchemy", "alembic", "httpx", "httpcore", "aiohttp", "psycopg")
 _CHATTY = ("sqlalchemy", "alembic", "httpcore")
 
 

@@ -1,17 +1,18 @@
 """The Celery side of scripts/compare.py: an app whose beat fires COMPARE_TASKS entries at one minute.
 
 Configured from the environment by compare.py (loopback Redis broker, a queue of its own, the
-receiver's URL, the due minute); each task POSTs to the receiver, as the service's http handler does.
+receiver's URL, the task names' prefix, the due minute); each task POSTs to the receiver, as the
+service's http handler does.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.request
 from datetime import UTC, datetime
 
 from celery import Celery
 from celery.schedules import crontab
+from webhook_receiver import post
 
 app = Celery("compare", broker=os.environ.get("COMPARE_BROKER", "redis://127.0.0.1:6379/11"))
 _queue = os.environ.get("COMPARE_QUEUE", "compare")
@@ -27,14 +28,7 @@ app.conf.update(
 @app.task(name="compare.fire")  # type: ignore[untyped-decorator]
 def fire(index: int, scheduled_for: str) -> None:
     """POSTs its scheduled instant to the receiver (its receipt time is the measurement)."""
-    request = urllib.request.Request(
-        os.environ["COMPARE_URL"],
-        data=b"{}",
-        method="POST",
-        headers={"X-Schedule-Scheduled-For": scheduled_for, "X-Schedule-Task": f"celery-{index}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+    post(os.environ["COMPARE_URL"], scheduled_for, f"{os.environ.get('COMPARE_PREFIX', 'celery')}-{index}")
 
 
 if "COMPARE_DUE" in os.environ:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -21,7 +22,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import HandlerContext
+
+# Handlers under test call real servers on loopback, which the default policy refuses.
+LOOPBACK = EgressPolicy.parse(allow=["127.0.0.0/8", "::1/128"])
 
 Route = Callable[[dict[str, str], Any], tuple[int, Any]]
 
@@ -79,6 +84,73 @@ class JsonServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# --- a webhook receiver -------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    content_type: str = "application/json"
+    delay_s: float = 0.0
+    location: str = ""
+
+
+@dataclass
+class Receiver:
+    """A real webhook receiver on loopback (127.0.0.1 unless told): records each request and its connection."""
+
+    answer: Answer = field(default_factory=Answer)
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    peers: set[tuple[str, int]] = field(default_factory=set)
+
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.requests.append((self.path, dict(self.headers.items()), body))
+                receiver.peers.add(self.client_address)
+                answer = receiver.answer
+                if answer.delay_s:
+                    time.sleep(answer.delay_s)
+                self.send_response(answer.status)
+                self.send_header("content-type", answer.content_type)
+                self.send_header("content-length", str(len(answer.body)))
+                if answer.location:
+                    self.send_header("location", answer.location)
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            do_GET = do_POST = do_PUT = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that gave up (the timeout test) is not an error here
+
+        self.server = Server((self.host, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "/hook", host: str = "") -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # --- the MCP registry -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``http`` handler: a webhook call configured by the task's metadata.
+"""The ``http`` handler: a webhook call configured by the task's metadata, run on the remote lane.
 
 Metadata: ``url`` (required, http or https), ``method`` (default POST), ``headers``
 (object of strings), ``body`` (any JSON, sent as JSON), ``timeoutSeconds`` (default
@@ -6,39 +6,48 @@ Metadata: ``url`` (required, http or https), ``method`` (default POST), ``header
 default any 2xx). Every request carries ``Idempotency-Key`` (task id and scheduled
 instant), ``X-Schedule-Task``, ``X-Schedule-Scheduled-For`` and ``X-Schedule-Attempt``
 so the receiver can deduplicate retries.
+
+The call is an aiohttp request on the executor's event loop (one session per loop, pooled
+connections); every connection passes the egress policy on its resolved address and redirects are
+not followed. The result is ``{"status": ..., "body": ...}`` with a bounded excerpt of the answer;
+errors quote the answer as JSON and name the URL without user-info or query.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore  # noqa: F401 - see below
-import httpx
+import aiohttp
 
 from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
+from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
+from schedule_grpc.handlers.outbound import (
+    CONNECTION_LIMIT,
+    MAX_BODY_CHARS,
+    Sessions,
+    denial_in,
+    excerpt,
+    quote,
+    read_bounded,
+    safe_url,
+)
 from schedule_grpc.models import JSON, ErrorCategory
 
-# One TLS context per process, built at import: building one loads the CA bundle, ~50 ms of CPU that,
-# once per call, capped a 2-core replica at ~16 webhook executions per second. The executor's fork
-# server imports this module, so every worker process inherits the context ready.
-_TLS: ssl.SSLContext = httpx.create_ssl_context()
-# httpx imports its transport (httpcore, h11) on the first Client: ~55 ms per worker process, each
-# execution having a fresh one. Imported here, the fork server holds it and every worker inherits it.
+__all__ = ["MAX_BODY_CHARS", "HttpHandler"]
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # RFC 9110 token
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0
-# The response body kept in the execution's result.
-MAX_BODY_CHARS = 4096
 # Statuses worth retrying as transient (the remote is overloaded or down).
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_USERINFO = re.compile(r"//[^/@\s'\"]+@")
+_QUERY = re.compile(r"\?[^\s'\"]*")
 
 
 def _expected(metadata: Mapping[str, JSON]) -> list[int] | None:
@@ -54,20 +63,35 @@ class HttpHandler:
 
     name = "http"
     category = "integration"
+    lane: Lane = "remote"
     description = (
         "Calls a webhook. Metadata: url (required), method (default POST), headers, body (JSON), "
         "timeoutSeconds (default 30), expectedStatus (default any 2xx)."
     )
 
-    def __init__(self, *, egress: EgressPolicy | None = None) -> None:
-        self.egress = egress
+    def __init__(self, *, egress: EgressPolicy | None = None, connections: int = CONNECTION_LIMIT) -> None:
+        """``connections``: the session's pool (the registry gives the remote lane's concurrency)."""
+        self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=connections)
+
+    @property
+    def egress(self) -> EgressPolicy:
+        """The policy every connection passes (its sessions judge each socket by it)."""
+        return self.sessions.egress
+
+    @egress.setter
+    def egress(self, policy: EgressPolicy) -> None:
+        self.sessions.egress = policy  # before the first call: a loop's session is built with it
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         url = metadata.get("url")
         if not isinstance(url, str) or not url:
             raise InvalidArgument("metadata.url", "is required and must be a string URL")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname, _ = parts.hostname, parts.port
+        except ValueError:
+            raise InvalidArgument("metadata.url", "must be an absolute http:// or https:// URL") from None
+        if parts.scheme not in ("http", "https") or not hostname:
             raise InvalidArgument("metadata.url", "must be an absolute http:// or https:// URL")
         method = metadata.get("method", "POST")
         if not isinstance(method, str) or method.upper() not in METHODS:
@@ -95,9 +119,24 @@ class HttpHandler:
                 raise InvalidArgument("metadata.expectedStatus", "must be an HTTP status or a list of them")
 
     def run(self, context: HandlerContext) -> JSON:
+        """The call from synchronous code (outside the executor): a loop of its own, closed after."""
+
+        async def once() -> JSON:
+            try:
+                return await self.run_async(context)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())
+
+    async def close(self) -> None:
+        """Closes this loop's session (the remote lane calls it at shutdown)."""
+        await self.sessions.close()
+
+    async def run_async(self, context: HandlerContext) -> JSON:
         metadata = context.metadata
         timeout = min(float(metadata.get("timeoutSeconds", DEFAULT_TIMEOUT_S)), context.timeout.total_seconds())
-        headers = {
+        headers: dict[str, str] = {
             **metadata.get("headers", {}),
             "Idempotency-Key": context.idempotency_key,
             "X-Schedule-Task": context.task_name,
@@ -108,32 +147,36 @@ class HttpHandler:
         if "body" in metadata:
             request["json"] = metadata["body"]
         method = str(metadata.get("method", "POST")).upper()
+        url = str(metadata["url"])
+        shown = f"{method} {safe_url(url)}"
+        session = self.sessions.get()
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=False, verify=_TLS) as client:
-                response = client.request(method, str(metadata["url"]), **request)
-        except httpx.TimeoutException as error:
-            raise HandlerFailed(
-                f"{method} {metadata['url']} timed out after {timeout:g}s", ErrorCategory.TIMEOUT
-            ) from error
-        except httpx.TransportError as error:
-            raise HandlerFailed(f"{method} {metadata['url']} failed: {error}", ErrorCategory.NETWORK) from error
+            async with session.request(
+                method, url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout), **request
+            ) as response:
+                data, truncated = await read_bounded(response)
+                status = response.status
+                content_type = response.headers.get("Content-Type", "")
+        except TimeoutError as error:
+            raise HandlerFailed(f"{shown} timed out after {timeout:g}s", ErrorCategory.TIMEOUT) from error
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            denied = denial_in(error)
+            if denied is not None:
+                raise HandlerFailed(str(denied), ErrorCategory.POLICY) from None
+            raise HandlerFailed(f"{shown} failed: {_describe(error, url)}", ErrorCategory.NETWORK) from error
 
+        body = excerpt(data, truncated, content_type)
         expected = _expected(metadata)
-        ok = response.status_code in expected if expected else response.is_success
-        body = _body(response)
+        ok = status in expected if expected else 200 <= status < 300
         if not ok:
-            category = ErrorCategory.NETWORK if response.status_code in TRANSIENT_STATUSES else ErrorCategory.LOGIC
-            raise HandlerFailed(
-                f"{method} {metadata['url']} answered {response.status_code}: {str(body)[:200]}", category
-            )
-        return {"status": response.status_code, "body": body}
+            category = ErrorCategory.NETWORK if status in TRANSIENT_STATUSES else ErrorCategory.LOGIC
+            raise HandlerFailed(f"{shown} answered {status}: {quote(body)}", category)
+        return {"status": status, "body": body}
 
 
-def _body(response: httpx.Response) -> JSON:
-    if "json" in response.headers.get("content-type", ""):
-        try:
-            if len(response.content) <= MAX_BODY_CHARS:
-                return response.json()
-        except ValueError:
-            pass
-    return response.text[:MAX_BODY_CHARS]
+def _describe(error: BaseException, url: str) -> str:
+    """A client error in a few words, with the URL (as the error may print it) reduced to its safe form."""
+    text = str(error) or type(error).__name__
+    text = text.replace(url, safe_url(url))
+    text = _USERINFO.sub("//", _QUERY.sub("", text))  # however else the client printed a URL
+    return f"{type(error).__name__}: {text}"[:300]

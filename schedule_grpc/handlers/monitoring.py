@@ -2,10 +2,14 @@
 
 health-check-services probes each configured service, by the gRPC health protocol (``grpc://`` or
 ``grpcs://host:port[/service.Name]``) or by HTTP GET (``http(s)://...``, up on 2xx), with a deadline,
-and reports each status and latency. The last known status of each service is kept in the platform
-table ``service_health``, so an alert is returned once per change: when a service goes down, and when
-it comes back. Metadata: ``targets`` (object name -> URL; default SCHEDULE_HEALTH_CHECK_TARGETS),
-``timeoutSeconds`` (default 5).
+and reports each status and latency. It runs on the executor's remote lane: the probes run at once on
+its event loop (aiohttp, grpc.aio), each connection passing the egress policy (a refused target fails
+the attempt, category POLICY); the read and upsert of one ``service_health`` row per service run in a
+thread beside the loop. (In a worker process, under the address-space limit, gRPC cannot start its
+threads: the probes there crashed the worker.) The last known status of each service is kept in the
+platform table ``service_health``, so an alert is returned once per change: when a service goes down,
+and when it comes back. Metadata: ``targets`` (object name -> URL; default
+SCHEDULE_HEALTH_CHECK_TARGETS), ``timeoutSeconds`` (default 5).
 
 check-rate-limits reads the current windows of the platform usage table and returns an alert listing
 every key whose usage is above the threshold. Metadata: ``threshold`` (0-1, default
@@ -14,20 +18,23 @@ SCHEDULE_RATE_LIMIT_THRESHOLD), ``table`` (default rate_limit_usage).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import grpc as grpc_lib
-import httpx
 
-from schedule_grpc.egress import EgressPolicy
+from schedule_grpc.egress import EgressDenied, EgressPolicy
 from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers import common, tables
-from schedule_grpc.handlers.base import HandlerContext
+from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.grpc import probe_health
-from schedule_grpc.models import JSON
+from schedule_grpc.handlers.outbound import Sessions, denial_in, read_bounded, safe_url
+from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import platform
 
 SCHEMES = ("grpc", "grpcs", "http", "https")
@@ -63,27 +70,46 @@ def target_problem(url: Any) -> str | None:
     return None
 
 
-def probe(url: str, timeout_s: float) -> tuple[str, float, str]:
-    """(up|down, latency ms, detail) of one service."""
+async def probe(url: str, timeout_s: float, egress: EgressPolicy, sessions: Sessions) -> tuple[str, float, str]:
+    """(up|down, latency ms, detail) of one service; raises EgressDenied when the policy refuses it."""
     parts = urlsplit(url)
     start = time.perf_counter()
     try:
         if parts.scheme.startswith("grpc"):
-            target = parts.netloc
             service = parts.path.strip("/")
-            status = probe_health(target, service, tls=parts.scheme == "grpcs", timeout_s=timeout_s)
+            status = await probe_health(
+                parts.netloc, service, tls=parts.scheme == "grpcs", timeout_s=timeout_s, egress=egress
+            )
             up, detail = status == "SERVING", status
         else:
-            response = httpx.get(url, timeout=timeout_s, follow_redirects=False)
-            up, detail = response.is_success, f"HTTP {response.status_code}"
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+            async with sessions.get().get(url, allow_redirects=False, timeout=timeout) as response:
+                await read_bounded(response, 1024)
+                up, detail = 200 <= response.status < 300, f"HTTP {response.status}"
     except grpc_lib.RpcError as error:
         up, detail = False, f"{error.code().name}: {error.details()}"
-    except httpx.TimeoutException:
+    except HandlerFailed as error:
+        if error.category is ErrorCategory.POLICY:
+            raise EgressDenied(str(error)) from None
+        up, detail = False, str(error)
+    except TimeoutError:
         up, detail = False, f"no answer within {timeout_s:g}s"
-    except httpx.HTTPError as error:
-        up, detail = False, f"{type(error).__name__}: {error}"
+    except (aiohttp.ClientError, OSError) as error:
+        denied = denial_in(error)
+        if denied is not None:
+            raise denied from None
+        up, detail = False, f"{type(error).__name__}: {str(error).replace(url, safe_url(url))}"[:300]
     latency = round((time.perf_counter() - start) * 1000, 1)
     return ("up" if up else "down"), latency, detail
+
+
+async def probe_all(
+    targets: Mapping[str, str], timeout_s: float, egress: EgressPolicy, sessions: Sessions
+) -> dict[str, tuple[str, float, str]]:
+    """Every target probed at once, on the running loop; EgressDenied if the policy refuses one."""
+    names = sorted(targets)
+    results = await asyncio.gather(*(probe(targets[n], timeout_s, egress, sessions) for n in names))
+    return dict(zip(names, results, strict=True))
 
 
 class HealthCheckHandler:
@@ -95,10 +121,21 @@ class HealthCheckHandler:
         "default SCHEDULE_HEALTH_CHECK_TARGETS), timeoutSeconds (default 5)."
     )
 
+    lane: Lane = "remote"
+
     def __init__(self, *, database_url: str, targets: Mapping[str, str], egress: EgressPolicy | None = None) -> None:
         self.database_url = database_url
         self.targets = dict(targets)
-        self.egress = egress
+        self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=64)
+
+    @property
+    def egress(self) -> EgressPolicy:
+        """The policy every connection passes (its sessions judge each socket by it)."""
+        return self.sessions.egress
+
+    @egress.setter
+    def egress(self, policy: EgressPolicy) -> None:
+        self.sessions.egress = policy  # before the first call: a loop's session is built with it
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
@@ -115,13 +152,37 @@ class HealthCheckHandler:
         return {str(k): str(v) for k, v in targets.items()}, timeout
 
     def run(self, context: HandlerContext) -> JSON:
+        """The check from synchronous code (outside the executor): a loop of its own, closed after."""
+
+        async def once() -> JSON:
+            try:
+                return await self.run_async(context)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())
+
+    async def close(self) -> None:
+        """Closes this loop's HTTP session (the remote lane calls it at shutdown)."""
+        await self.sessions.close()
+
+    async def run_async(self, context: HandlerContext) -> JSON:
         targets, timeout = self._options(context.metadata)
         timeout = min(timeout, context.timeout.total_seconds())
-        now = context.scheduled_for
+        try:
+            probed = await probe_all(targets, timeout, self.egress, self.sessions)
+        except EgressDenied as denied:
+            raise HandlerFailed(str(denied), ErrorCategory.POLICY) from None
+        # A read and an upsert of one row per service: off the loop, in the default thread pool.
+        return await asyncio.to_thread(self._record, targets, probed, context.scheduled_for)
+
+    def _record(self, targets: Mapping[str, str], probed: Mapping[str, tuple[str, float, str]], now: datetime) -> JSON:
+        """Stores each service's status and returns the report, with an alert per change of state."""
         services: list[dict[str, JSON]] = []
         rows: list[dict[str, Any]] = []
         for name, url in sorted(targets.items()):
-            status, latency, detail = probe(url, timeout)
+            status, latency, detail = probed[name]
+            url = safe_url(url) if url.startswith("http") else url
             services.append({"name": name, "url": url, "status": status, "latencyMs": latency, "detail": detail})
             rows.append(
                 {

@@ -1,65 +1,154 @@
-"""HTTP clients for the local-lane handlers (imports, embeddings) that pass the egress policy.
+"""Outbound HTTP of the remote handlers: one aiohttp session per event loop, every connection egress-checked.
 
-The client resolves each host itself, judges every address it would connect to, and connects to
-that very address (TLS still verifies the host name), so a DNS answer cannot slip a denied address
-past the check; redirects are not followed and proxies from the environment are not used. A denied
-connection fails the attempt with ``HandlerFailed(reason, ErrorCategory.POLICY)``.
+The session is created lazily on the loop that first needs it (the executor's remote lane, or the
+short-lived loop of a synchronous ``run``), pools its connections up to a limit and shares the
+process's one TLS context. Every socket it opens passes the egress policy on the resolved address
+(``socket_factory`` sees the address each connection is made to, whether the URL named a host or an
+IP); redirects are not followed, so no answer can send a request somewhere the policy has not judged.
+
+What a call returns and says is bounded and printable: ``excerpt`` keeps a small JSON answer as JSON and
+a bounded text excerpt otherwise; ``safe_url`` prints scheme://host[:port]/path, never user-info or the
+query string, which may carry credentials.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
-from collections.abc import Iterable
+import ssl
+import weakref
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
 
 from schedule_grpc.egress import EgressDenied, EgressPolicy
-from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.models import ErrorCategory
+from schedule_grpc.models import JSON
+
+# One TLS context per process: building one loads the CA bundle (~50 ms of CPU).
+TLS: ssl.SSLContext = ssl.create_default_context()
+# Connections one session keeps to all hosts together; the remote lane's concurrency bounds the calls.
+CONNECTION_LIMIT = 512
+# The answer kept in an execution's result, and the part of it quoted in an error.
+MAX_BODY_CHARS = 4096
+MAX_ERROR_EXCERPT = 200
 
 
-class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to addresses the policy allows."""
+class EgressRefused(EgressDenied, OSError):
+    """A connection the policy refused, raised where aiohttp expects socket errors."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
+def safe_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: no user-info, no query, no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<malformed URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
+def checked_socket_factory(policy: EgressPolicy) -> Any:
+    """A TCPConnector ``socket_factory`` that refuses, before connecting, any address the policy denies."""
+
+    def factory(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as error:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
-        denied: EgressDenied | None = None
-        last: Exception | None = None
-        for *_, sockaddr in infos:
-            address = str(sockaddr[0])
-            try:
-                self._policy.check(address, port)
-            except EgressDenied as refused:
-                denied = denied or refused
-                continue
-            try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as error:
-                last = error
-        if last is not None:
-            raise last
-        raise HandlerFailed(f"{host}: {denied}", ErrorCategory.POLICY)
+            policy.check(str(sockaddr[0]), int(sockaddr[1]))
+        except EgressDenied as denied:
+            raise EgressRefused(str(denied)) from None
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return factory
 
 
-def client(policy: EgressPolicy | None, *, timeout_s: float) -> httpx.Client:
-    """An httpx client whose every connection passes ``policy`` (the default policy when None)."""
-    transport = httpx.HTTPTransport()
-    # httpx takes no network backend; its transport's pool is replaced by one built with ours.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=GuardedBackend(policy or EgressPolicy())
-    )
-    return httpx.Client(timeout=timeout_s, transport=transport, trust_env=False, follow_redirects=False)
+def denial_in(error: BaseException) -> EgressDenied | None:
+    """The egress refusal behind a client error (aiohttp wraps the socket error), or None."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, EgressDenied):
+            return current
+        if isinstance(current, OSError) and "egress denied" in str(current):
+            text = str(current)
+            return EgressDenied(text[text.index("egress denied") :].split(", [Errno", 1)[0].rstrip("')]"))
+        stack.extend([current.__cause__, current.__context__, getattr(current, "os_error", None)])
+    return None
+
+
+class Sessions:
+    """aiohttp sessions by event loop, created on first use; picklable (a worker process builds its own)."""
+
+    def __init__(self, egress: EgressPolicy, *, limit: int = CONNECTION_LIMIT) -> None:
+        self.egress = egress
+        self.limit = limit
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"egress": self.egress, "limit": self.limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["egress"], limit=state["limit"])  # type: ignore[misc]
+
+    def get(self) -> aiohttp.ClientSession:
+        """The running loop's session."""
+        loop = asyncio.get_running_loop()
+        session = self._by_loop.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.limit,
+                ssl=TLS,
+                ttl_dns_cache=10,
+                socket_factory=checked_socket_factory(self.egress),
+            )
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+            self._by_loop[loop] = session
+        return session
+
+    async def close(self) -> None:
+        """Closes the running loop's session (its pooled connections)."""
+        session = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if session is not None and not session.closed:
+            await session.close()
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int = MAX_BODY_CHARS) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the answer, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
+    return data[:limit], len(data) > limit
+
+
+def excerpt(data: bytes, truncated: bool, content_type: str) -> JSON:
+    """A small JSON answer as parsed JSON; otherwise its text, bounded (with a marker when cut)."""
+    if not truncated and "json" in content_type.lower():
+        try:
+            value: JSON = json.loads(data)
+            return value
+        except ValueError:
+            pass
+    text = data.decode("utf-8", errors="replace")
+    return text + ("…" if truncated else "")
+
+
+def quote(body: JSON) -> str:
+    """An answer as it is quoted in an error message: JSON, bounded."""
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= MAX_ERROR_EXCERPT else text[:MAX_ERROR_EXCERPT] + "…"

@@ -73,7 +73,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout, egress=egress
     )
     return [
-        HttpHandler(egress=egress),
+        HttpHandler(egress=egress, connections=settings.executor_remote_concurrency),
         GrpcHandler(egress=egress),
         *cleanup_handlers(platform_db, allowed),
         *embeddings_handlers(

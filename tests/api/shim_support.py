@@ -34,6 +34,7 @@ def serve(database_url: str, clock: FakeClock, **settings: Any) -> Iterator[Serv
         "metrics_address": "127.0.0.1:0",  # not the fixed default port: test runs may overlap
         "migrate_on_start": False,
         "engine_enabled": False,  # the engine's APScheduler runs on the wall clock, not on the test's clock
+        "egress_allow": "127.0.0.0/8",  # the tests' receivers are on loopback
         **settings,
     }
     service = build(Settings(**values), clock=clock)

@@ -22,13 +22,14 @@ from schedule_grpc.store.queue import QueueStore
 from server import Service, build
 from tests.execution import handlers
 from tests.execution.smtp import SmtpServer
+from tests.handler_support import LOOPBACK
 from tests.support import FakeClock
 
 T = TypeVar("T")
 
 
 def registry() -> HandlerRegistry:
-    return HandlerRegistry([HttpHandler(), *handlers.ALL])
+    return HandlerRegistry([HttpHandler(egress=LOOPBACK), *handlers.ALL])
 
 
 @pytest.fixture

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
+from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, lane_of
 from schedule_grpc.handlers.grpc import GrpcHandler
+from schedule_grpc.handlers.outbound import MAX_BODY_CHARS
 from schedule_grpc.models import ErrorCategory
-from tests.handler_support import GrpcTestServer, context, self_signed_certificate
+from tests.handler_support import LOOPBACK, GrpcTestServer, context, self_signed_certificate
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _call(metadata: dict[str, object], **kwargs: object) -> object:
-    handler = GrpcHandler()
+    handler = GrpcHandler(egress=LOOPBACK)
     handler.validate(metadata)
     return handler.run(context("nightly-sync", metadata, at=AT, **kwargs))  # type: ignore[arg-type]
 
@@ -103,3 +104,27 @@ def test_bad_metadata_names_the_key(metadata: dict[str, object], field: str) -> 
     with pytest.raises(InvalidArgument) as caught:
         GrpcHandler().validate(metadata)
     assert caught.value.field == field
+
+
+def test_the_default_policy_refuses_a_loopback_target_by_its_resolved_address(grpc_server: GrpcTestServer) -> None:
+    handler = GrpcHandler()  # the default policy: internal ranges denied
+    assert lane_of(handler) == "remote"
+    for target in (grpc_server.target, f"localhost:{grpc_server.port}"):
+        with pytest.raises(HandlerFailed, match=r"egress denied: 127\.0\.0\.1 is loopback") as caught:
+            handler.run(context("x", {"target": target, "method": "grpc.health.v1.Health/Check"}, at=AT))
+        assert caught.value.category is ErrorCategory.POLICY
+    assert grpc_server.health.calls == []  # the server never saw a call
+
+
+def test_a_name_that_does_not_resolve_is_a_network_failure() -> None:
+    with pytest.raises(HandlerFailed, match="does not resolve") as caught:
+        _call({"target": "no-such-host.invalid:443", "method": "a.B/C", "timeoutSeconds": 2})
+    assert caught.value.category is ErrorCategory.NETWORK
+
+
+def test_a_large_answer_is_kept_as_a_bounded_excerpt() -> None:
+    from schedule_grpc.handlers.grpc import _bounded
+
+    assert _bounded({"status": "SERVING"}) == {"status": "SERVING"}
+    big = _bounded({"rows": ["x" * 100] * 100})
+    assert isinstance(big, str) and big.startswith('{"rows": ["xxx') and len(big) == MAX_BODY_CHARS + 1

@@ -10,8 +10,10 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine, insert, select
 
 from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.monitoring import parse_targets
 from schedule_grpc.handlers.registry import default_registry
+from schedule_grpc.models import ErrorCategory
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import rate_limit_usage, service_health
 from tests.handler_support import GrpcTestServer, JsonServer, context
@@ -25,9 +27,9 @@ def test_services_going_down_and_coming_back_alert_once_per_change(
     web = {"status": 200}
     json_server.routes["/healthz"] = lambda _q, _b: (web["status"], {"ok": web["status"] == 200})
     targets = f"billing=grpc://{grpc_server.target}/billing.v1.Billing,web={json_server.base}/healthz"
-    handler = default_registry(Settings(database_url=database_url, health_check_targets=targets)).get(
-        "health-check-services"
-    )
+    handler = default_registry(
+        Settings(database_url=database_url, health_check_targets=targets, egress_allow="127.0.0.0/8")
+    ).get("health-check-services")
     assert handler is not None
 
     def run(minutes: int) -> dict[str, object]:
@@ -64,7 +66,9 @@ def test_an_unreachable_or_slow_service_is_down_within_the_deadline(
     database_url: str, grpc_server: GrpcTestServer
 ) -> None:
     grpc_server.health.delay_s = 2.0
-    handler = default_registry(Settings(database_url=database_url)).get("health-check-services")
+    handler = default_registry(Settings(database_url=database_url, egress_allow="127.0.0.0/8")).get(
+        "health-check-services"
+    )
     assert handler is not None
     metadata = {
         "targets": {"slow": f"grpc://{grpc_server.target}", "gone": "http://127.0.0.1:9/health"},
@@ -115,3 +119,14 @@ def test_rate_limits_above_the_threshold_are_alerted(database_url: str, engine: 
     assert "key-hot: 950/1000 (95%)" in alert["body"]
     calm = handler.run(context("check-rate-limits", {"threshold": 0.99}, at=NOW))
     assert calm["overThreshold"] == [] and calm["alerts"] == []
+
+
+def test_probes_pass_the_egress_policy(database_url: str, grpc_server: GrpcTestServer, json_server: JsonServer) -> None:
+    json_server.routes["/healthz"] = lambda _q, _b: (200, {"ok": True})
+    handler = default_registry(Settings(database_url=database_url)).get("health-check-services")  # default policy
+    assert handler is not None
+    for target in (f"grpc://{grpc_server.target}", f"{json_server.base}/healthz"):
+        with pytest.raises(HandlerFailed, match=r"egress denied: 127\.0\.0\.1 is loopback") as caught:
+            handler.run(context("x", {"targets": {"internal": target}, "timeoutSeconds": 2}, at=NOW))
+        assert caught.value.category is ErrorCategory.POLICY
+    assert grpc_server.health.calls == [] and json_server.hits == {}

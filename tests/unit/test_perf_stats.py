@@ -71,3 +71,35 @@ def test_a_tally_counts_fired_doubled_missed_and_unexpected_occurrences() -> Non
 
 def test_a_ratio_says_when_it_cannot_be_computed() -> None:
     assert (ratio(3.0, 2.0), ratio(1.0, 0.0)) == ("1.50", "n/a")
+
+
+def test_a_comparison_run_counts_lateness_doubles_and_losses_from_the_receipts() -> None:
+    from compare import Run
+
+    at = T0.timestamp()
+    scheduled = T0.isoformat()
+    run = Run(
+        3,
+        [
+            (at + 0.5, scheduled, "ours-1", "t1:x"),
+            (at + 1.5, scheduled, "ours-2", "t2:x"),
+            (at + 2.0, scheduled, "ours-2", "t2:x"),  # the same occurrence twice
+        ],
+    )
+    assert run.lateness == [0.5, 1.5, 2.0]
+    assert (run.doubled, run.lost) == (1, 1)
+
+
+def test_the_cpu_of_a_process_tree_is_read_from_proc() -> None:
+    import os
+    import subprocess
+
+    from compare import tree_cpu_s
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint(1, flush=True)"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline()  # it has burnt 0.3 s and is still alive
+    try:
+        assert tree_cpu_s(os.getpid()) >= 0.25
+    finally:
+        child.wait()
