@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import httpx
 
 from schedule_grpc.egress import EgressPolicy
-from schedule_grpc.handlers import common, outbound, tables
+from schedule_grpc.handlers import common, local_http, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import platform
@@ -44,7 +44,7 @@ def embed(
     """One ``POST /v1/embeddings`` call; the vectors in input order."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with outbound.client(egress, timeout_s=timeout_s) as client:
+        with local_http.client(egress, timeout_s=timeout_s) as client:
             response = client.post(url, json={"model": model, "input": list(texts)}, headers=headers)
     except httpx.HTTPError as error:
         raise ProviderError(f"embeddings endpoint unreachable: {error}", transient=True) from error

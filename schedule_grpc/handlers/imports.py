@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from schedule_grpc.egress import EgressPolicy
-from schedule_grpc.handlers import common, outbound
+from schedule_grpc.handlers import common, local_http
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import imports, platform
@@ -104,7 +104,7 @@ def fetch_mcp_servers(
     cursor: str | None = None
     seen_cursors: set[str] = set()
     pages = skipped = 0
-    with outbound.client(egress, timeout_s=timeout_s) as client:
+    with local_http.client(egress, timeout_s=timeout_s) as client:
         while True:
             if pages == max_pages:
                 raise HandlerFailed(
@@ -136,7 +136,7 @@ def fetch_public_apis(
     url: str, *, timeout_s: float, now: datetime, egress: EgressPolicy | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """Every API of an APIs.guru list.json: (rows, entries skipped)."""
-    with outbound.client(egress, timeout_s=timeout_s) as client:
+    with local_http.client(egress, timeout_s=timeout_s) as client:
         listing = _get_json(client, url)
     if not isinstance(listing, dict):
         raise HandlerFailed(f"{url} is not an APIs.guru list (an object of APIs)", ErrorCategory.LOGIC)
