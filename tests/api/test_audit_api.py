@@ -69,7 +69,7 @@ def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_i
     assert {e.id: e.status for e in recent} == {
         failed: pb.EXECUTION_STATUS_FAILED,
         pending: pb.EXECUTION_STATUS_CANCELLED,  # it will not run for a task that is gone
-        running: pb.EXECUTION_STATUS_CANCELLED,  # nor be recovered as a lost attempt
+        running: pb.EXECUTION_STATUS_RUNNING,  # it finishes and is recorded (cancel_running would stop it)
     }
     history = stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="billing"), metadata=ADMIN).history
     assert sorted(e.id for e in history) == sorted([running, pending, failed])
@@ -92,6 +92,20 @@ def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_i
     assert unregistered.before["schedule"] == "*/5 * * * *" and not unregistered.HasField("after")
     assert registered.after["name"] == "billing" and not registered.HasField("before")
     assert unregistered.occurred_at.ToDatetime().replace(tzinfo=clock.now().tzinfo) == clock.now()
+
+
+def test_unregistering_with_cancel_running_stops_the_running_execution_too(
+    secured: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+) -> None:
+    _register(stub, "billing")
+    rows = ExecutorRows(secured.engine)
+    running = rows.queue("billing", clock.now() - timedelta(minutes=1))
+    rows.start(running, clock.now())
+
+    stub.UnregisterTask(pb.UnregisterTaskRequest(name="billing", cancel_running=True), metadata=ALPHA)
+
+    recent = stub.GetRecentExecutions(pb.GetRecentExecutionsRequest(), metadata=ADMIN).executions
+    assert {e.id: e.status for e in recent} == {running: pb.EXECUTION_STATUS_CANCELLED}
 
 
 def test_each_change_is_recorded_with_before_and_after_and_listed_by_filter_a_page_at_a_time(

@@ -62,3 +62,26 @@ def test_a_resumed_replica_records_nothing_over_an_execution_recovered_from_it(d
         ).all()
     assert [(r.status, r.attempt) for r in found] == [("failed", 1), ("running", 2)]
     assert found[0].error.startswith("lost: the replica running it (paused-replica) stopped renewing its lease")
+
+
+def test_a_lost_replicas_execution_of_an_unregistered_task_is_cancelled_not_retried(db: Engine) -> None:
+    tasks = TaskStore(db)
+    task = tasks.insert(_task("gone"))
+    queue = QueueStore(db)
+    queue.enqueue(_execution(task, Trigger.SCHEDULE, NOW))
+    queue.claim(owner="lost-replica", now=NOW, lease=LEASE, limit=1)
+    assert tasks.delete("gone", now=NOW) is not None  # a running execution is left to finish
+
+    later = NOW + timedelta(minutes=3)
+    recovered = queue.recover(
+        now=later,
+        limit=10,
+        decide=lambda c, o: Decision(retry_at=later),
+        outcome=lambda x: replica_lost(x.lease_owner, x.lease_expires_at).at(later),
+    )
+
+    assert recovered == []  # no retry, no dead letter for a task that is gone
+    with db.connect() as conn:
+        found = conn.execute(text("SELECT status, error FROM task_executions WHERE task_id = :t"), {"t": task.id}).all()
+    assert [r.status for r in found] == ["cancelled"]
+    assert "unregistered" in found[0].error
