@@ -15,7 +15,6 @@ errors quote the answer as JSON and name the URL without user-info or query.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.outbound import (
     CONNECTION_LIMIT,
     MAX_BODY_CHARS,
+    OnSessions,
     Sessions,
     denial_in,
     excerpt,
@@ -58,7 +58,7 @@ def _expected(metadata: Mapping[str, JSON]) -> list[int] | None:
     return [int(s) for s in statuses]
 
 
-class HttpHandler:
+class HttpHandler(OnSessions):
     """Calls a URL; succeeds on the expected status."""
 
     name = "http"
@@ -72,15 +72,6 @@ class HttpHandler:
     def __init__(self, *, egress: EgressPolicy | None = None, connections: int = CONNECTION_LIMIT) -> None:
         """``connections``: the session's pool (the registry gives the remote lane's concurrency)."""
         self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=connections)
-
-    @property
-    def egress(self) -> EgressPolicy:
-        """The policy every connection passes (its sessions judge each socket by it)."""
-        return self.sessions.egress
-
-    @egress.setter
-    def egress(self, policy: EgressPolicy) -> None:
-        self.sessions.egress = policy  # before the first call: a loop's session is built with it
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         url = metadata.get("url")
@@ -117,21 +108,6 @@ class HttpHandler:
                 for s in statuses
             ):
                 raise InvalidArgument("metadata.expectedStatus", "must be an HTTP status or a list of them")
-
-    def run(self, context: HandlerContext) -> JSON:
-        """The call from synchronous code (outside the executor): a loop of its own, closed after."""
-
-        async def once() -> JSON:
-            try:
-                return await self.run_async(context)
-            finally:
-                await self.close()
-
-        return asyncio.run(once())
-
-    async def close(self) -> None:
-        """Closes this loop's session (the remote lane calls it at shutdown)."""
-        await self.sessions.close()
 
     async def run_async(self, context: HandlerContext) -> JSON:
         metadata = context.metadata

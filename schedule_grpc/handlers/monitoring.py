@@ -33,7 +33,7 @@ from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.grpc import probe_health
-from schedule_grpc.handlers.outbound import Sessions, denial_in, read_bounded, safe_url
+from schedule_grpc.handlers.outbound import OnSessions, Sessions, denial_in, read_bounded, safe_url
 from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import platform
 
@@ -112,7 +112,7 @@ async def probe_all(
     return dict(zip(names, results, strict=True))
 
 
-class HealthCheckHandler:
+class HealthCheckHandler(OnSessions):
     name = "health-check-services"
     category = "monitoring"
     description = (
@@ -128,15 +128,6 @@ class HealthCheckHandler:
         self.targets = dict(targets)
         self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=64)
 
-    @property
-    def egress(self) -> EgressPolicy:
-        """The policy every connection passes (its sessions judge each socket by it)."""
-        return self.sessions.egress
-
-    @egress.setter
-    def egress(self, policy: EgressPolicy) -> None:
-        self.sessions.egress = policy  # before the first call: a loop's session is built with it
-
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
 
@@ -150,21 +141,6 @@ class HealthCheckHandler:
                 raise InvalidArgument(f"metadata.targets.{name}", problem)
         timeout = common.number(metadata, "timeoutSeconds", DEFAULT_PROBE_TIMEOUT_S, minimum=0, maximum=300)
         return {str(k): str(v) for k, v in targets.items()}, timeout
-
-    def run(self, context: HandlerContext) -> JSON:
-        """The check from synchronous code (outside the executor): a loop of its own, closed after."""
-
-        async def once() -> JSON:
-            try:
-                return await self.run_async(context)
-            finally:
-                await self.close()
-
-        return asyncio.run(once())
-
-    async def close(self) -> None:
-        """Closes this loop's HTTP session (the remote lane calls it at shutdown)."""
-        await self.sessions.close()
 
     async def run_async(self, context: HandlerContext) -> JSON:
         targets, timeout = self._options(context.metadata)

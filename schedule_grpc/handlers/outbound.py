@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from schedule_grpc.egress import EgressDenied, EgressPolicy
+from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.models import JSON
 
 # One TLS context per process: building one loads the CA bundle (~50 ms of CPU).
@@ -120,6 +121,40 @@ class Sessions:
         session = self._by_loop.pop(asyncio.get_running_loop(), None)
         if session is not None and not session.closed:
             await session.close()
+
+
+class OnSessions:
+    """What the remote handlers on aiohttp sessions share: ``run`` for synchronous callers, ``close`` for
+    the remote lane's shutdown, and ``egress``, the policy their sessions judge every socket by."""
+
+    sessions: Sessions
+
+    async def run_async(self, context: HandlerContext) -> JSON:
+        raise NotImplementedError
+
+    def run(self, context: HandlerContext) -> JSON:
+        """The call from synchronous code (outside the executor): a loop of its own, closed after."""
+
+        async def once() -> JSON:
+            try:
+                return await self.run_async(context)
+            finally:
+                await self.close()
+
+        return asyncio.run(once())
+
+    async def close(self) -> None:
+        """Closes this loop's session (the remote lane calls it at shutdown)."""
+        await self.sessions.close()
+
+    @property
+    def egress(self) -> EgressPolicy:
+        """The policy every connection passes."""
+        return self.sessions.egress
+
+    @egress.setter
+    def egress(self, policy: EgressPolicy) -> None:
+        self.sessions.egress = policy  # before the first call: a loop's session is built with it
 
 
 async def read_bounded(response: aiohttp.ClientResponse, limit: int = MAX_BODY_CHARS) -> tuple[bytes, bool]:
