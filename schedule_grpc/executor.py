@@ -56,7 +56,7 @@ from schedule_grpc.handlers.base import Handler, HandlerContext, Lane, RemoteHan
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.remote_lane import RemoteLane, RemoteRun
-from schedule_grpc.runner import Attempt, replica_lost, replica_stopped, timed_out
+from schedule_grpc.runner import Attempt, handler_context, replica_lost, replica_stopped, timed_out
 from schedule_grpc.store.queue import Claimed, Finished, QueueStore, Recorded
 from schedule_grpc.worker import Job, Running, WorkerPool
 
@@ -302,7 +302,7 @@ class Executor:
             self._outcomes.put((slot, unknown))
             return
         try:
-            context = handler_context(claimed, self._config.secrets_dir)
+            context = handler_context(claimed.execution, claimed.task, self._config.secrets_dir)
         except secrets.SecretUnavailable as error:
             self._outcomes.put((slot, Attempt(ExecutionStatus.FAILED, error=str(error), error_category=error.category)))
             return
@@ -523,20 +523,3 @@ def _allow_open_files(wanted: int) -> None:
             "the open-files limit is below what the remote lane may use; calls past it fail as network errors",
             extra={"limit": target, "wanted": wanted},
         )
-
-
-def handler_context(claimed: Claimed, secrets_dir: str = "") -> HandlerContext:
-    """What the handler of ``claimed`` learns about its execution, its secret references resolved.
-
-    Raises SecretUnavailable when a referenced secret file cannot be read.
-    """
-    execution, task = claimed.execution, claimed.task
-    return HandlerContext(
-        execution_id=execution.id,
-        task_id=task.id,
-        task_name=task.name,
-        scheduled_for=execution.scheduled_for,
-        attempt=execution.attempt,
-        metadata=secrets.resolve(task.metadata, secrets_dir),
-        timeout=task.timeout,
-    )

@@ -13,9 +13,10 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from schedule_grpc import secrets
 from schedule_grpc.clock import Clock
 from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed, RemoteHandler
-from schedule_grpc.models import JSON, ErrorCategory, ExecutionStatus, Outcome
+from schedule_grpc.models import JSON, ErrorCategory, Execution, ExecutionStatus, Outcome, Task
 
 
 @dataclass(frozen=True)
@@ -140,4 +141,20 @@ def replica_stopped(owner: str) -> Attempt:
         status=ExecutionStatus.FAILED,
         error=f"interrupted: the replica running it ({owner}) shut down before the handler finished",
         error_category=ErrorCategory.RESOURCE,
+    )
+
+
+def handler_context(execution: Execution, task: Task, secrets_dir: str = "") -> HandlerContext:
+    """What the handler of ``execution`` learns about it, the task's secret references resolved.
+
+    Raises SecretUnavailable when a referenced secret file cannot be read.
+    """
+    return HandlerContext(
+        execution_id=execution.id,
+        task_id=task.id,
+        task_name=task.name,
+        scheduled_for=execution.scheduled_for,
+        attempt=execution.attempt,
+        metadata=secrets.resolve(task.metadata, secrets_dir),
+        timeout=task.timeout,
     )

@@ -14,12 +14,12 @@ from schedule_grpc.audit import AuditAction, AuditTrail
 from schedule_grpc.clock import Clock
 from schedule_grpc.defaults import default_tasks
 from schedule_grpc.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, PermissionDenied
-from schedule_grpc.handlers.base import Handler, HandlerContext
+from schedule_grpc.handlers.base import Handler
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.history import HistoryFilter, HistoryKey, decode_key, encode_key
 from schedule_grpc.ids import new_id
 from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Page, Task
-from schedule_grpc.runner import run_handler
+from schedule_grpc.runner import handler_context, run_handler
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import Quota, TaskStore
 
@@ -201,21 +201,12 @@ class TaskService:
         self._tasks.set_last_run(task.id, now)
         with logs.bind(task_id=task.id, task_name=task.name, execution_id=execution.id):
             try:
-                metadata = secrets.resolve(task.metadata, self._limits.secrets_dir)
+                context = handler_context(execution, task, self._limits.secrets_dir)
             except secrets.SecretUnavailable as error:
                 outcome = Outcome(
                     ExecutionStatus.FAILED, self._clock.now(), error=str(error), error_category=error.category
                 )
             else:
-                context = HandlerContext(
-                    execution_id=execution.id,
-                    task_id=task.id,
-                    task_name=task.name,
-                    scheduled_for=now,
-                    attempt=1,
-                    metadata=metadata,
-                    timeout=task.timeout,
-                )
                 outcome = run_handler(handler, context, self._clock)
             outcome = secrets.scrub_outcome(outcome, task.metadata, self._limits.secrets_dir)
             finished = self._executions.finish(execution.id, outcome)
