@@ -36,6 +36,7 @@ conditional on this replica still holding its lease, with the retry or dead lett
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import resource
@@ -258,9 +259,15 @@ class Executor:
             )
 
         now = self._clock.now()
+
         claimed_now = self._queue.claim(owner=self.owner, now=now, lease=self._lease, limit=limit, admit=choose)
+        remote: list[tuple[_Slot, RemoteHandler, HandlerContext]] = []
         for claimed in claimed_now:
-            self._start(claimed)
+            started = self._start(claimed)
+            if started is not None:
+                remote.append(started)
+        if remote:
+            self._start_remote(remote)
         if looked and looked[0] >= limit and claimed_now:
             return 0  # more may be due: claim again at once
         if looked and looked[0] > len(claimed_now):
@@ -287,7 +294,9 @@ class Executor:
         handler = self._handlers.get(handler_name)
         return "local" if handler is None else lane_of(handler)
 
-    def _start(self, claimed: Claimed) -> None:
+    def _start(self, claimed: Claimed) -> tuple[_Slot, RemoteHandler, HandlerContext] | None:
+        """Starts ``claimed`` in the local lane, or records why it cannot run; what the remote lane is to
+        start (the caller hands a claimed batch to it at once)."""
         handler = self._handlers.get(claimed.task.handler)
         lane: Lane = "local" if handler is None else lane_of(handler)
         slot = _Slot(claimed, lane, time.perf_counter())
@@ -300,16 +309,16 @@ class Executor:
                 error_category=ErrorCategory.LOGIC,
             )
             self._outcomes.put((slot, unknown))
-            return
+            return None
         try:
             context = handler_context(claimed.execution, claimed.task, self._config.secrets_dir)
         except secrets.SecretUnavailable as error:
             self._outcomes.put((slot, Attempt(ExecutionStatus.FAILED, error=str(error), error_category=error.category)))
-            return
+            return None
         if lane == "remote":
-            self._start_remote(slot, cast(RemoteHandler, handler), context)
-        else:
-            self._threads.submit(self._run_local, slot, handler, context)
+            return slot, cast(RemoteHandler, handler), context
+        self._threads.submit(self._run_local, slot, handler, context)
+        return None
 
     def _renew(self) -> None:
         ids = [s.claimed.execution.id for s in self._snapshot()]
@@ -342,13 +351,20 @@ class Executor:
 
     # --- the lanes ----------------------------------------------------------------------------
 
-    def _start_remote(self, slot: _Slot, handler: RemoteHandler, context: HandlerContext) -> None:
-        run = self._remote.run(handler, context, lambda attempt: self._outcomes.put((slot, attempt)))
-        with self._lock:
-            slot.remote = run
-            stopped = slot.stop_reason is not None
-        if stopped:
-            run.cancel()
+    def _start_remote(self, batch: Sequence[tuple[_Slot, RemoteHandler, HandlerContext]]) -> None:
+        runs: list[RemoteRun] = []
+        for slot, handler, context in batch:
+            run = self._remote.prepare(handler, context, functools.partial(self._remote_done, slot))
+            with self._lock:
+                slot.remote = run
+                stopped = slot.stop_reason is not None
+            if stopped:
+                run.cancel()
+            runs.append(run)
+        self._remote.submit(runs)
+
+    def _remote_done(self, slot: _Slot, attempt: Attempt | None) -> None:
+        self._outcomes.put((slot, attempt))
 
     def _run_local(self, slot: _Slot, handler: Handler, context: HandlerContext) -> None:
         execution = slot.claimed.execution
@@ -435,6 +451,7 @@ class Executor:
             finished.append(
                 (slot, Finished(claimed, outcome, lifecycle.decide(claimed.execution, claimed.task, outcome)))
             )
+
         results = self._write([f for _, f in finished])
         for (slot, _), recorded in zip(finished, results, strict=True):
             if recorded is not None:

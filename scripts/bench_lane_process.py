@@ -1,6 +1,6 @@
 """For the benchmark only: the remote lane's event loop in a child process instead of a thread.
 
-Same interface as ``schedule_grpc.remote_lane.RemoteLane`` (start, run, stop); ``bench_remote.py``
+Same interface as ``schedule_grpc.remote_lane.RemoteLane`` (start, prepare, submit, run, stop); ``bench_remote.py``
 swaps it in when ``BENCH_REMOTE_LOOP=process``, so ``bench_executor.py`` can compare where the loop
 runs by the RPC latency served beside a burst. Each execution is one pipe message each way.
 """
@@ -20,8 +20,9 @@ from schedule_grpc.runner import Attempt, call_remote
 
 
 class RemoteRun:
-    def __init__(self, lane: ProcessRemoteLane, execution_id: str) -> None:
+    def __init__(self, lane: ProcessRemoteLane, execution_id: str, message: Any = None) -> None:
         self._lane, self._id = lane, execution_id
+        self.message = message
 
     def cancel(self) -> None:
         self._lane.cancel(self._id)
@@ -43,11 +44,21 @@ class ProcessRemoteLane:
         self._child.close()
         self._reader.start()
 
-    def run(self, handler: RemoteHandler, context: HandlerContext, done: Callable[[Attempt | None], None]) -> RemoteRun:
+    def prepare(
+        self, handler: RemoteHandler, context: HandlerContext, done: Callable[[Attempt | None], None]
+    ) -> RemoteRun:
         with self._lock:
             self._done[context.execution_id] = done
-        self._send(("run", handler.name, context))
-        return RemoteRun(self, context.execution_id)
+        return RemoteRun(self, context.execution_id, ("run", handler.name, context))
+
+    def submit(self, runs: Sequence[RemoteRun]) -> None:
+        for run in runs:
+            self._send(run.message)
+
+    def run(self, handler: RemoteHandler, context: HandlerContext, done: Callable[[Attempt | None], None]) -> RemoteRun:
+        run = self.prepare(handler, context, done)
+        self.submit([run])
+        return run
 
     def cancel(self, execution_id: str) -> None:
         self._send(("cancel", execution_id))

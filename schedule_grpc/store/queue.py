@@ -15,24 +15,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
-    Integer,
     String,
-    Text,
     and_,
+    any_,
     bindparam,
-    cast,
-    column,
+    case,
     exists,
     func,
     insert,
     select,
     text,
     update,
-    values,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc import lifecycle
@@ -43,7 +41,6 @@ from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPol
 from schedule_grpc.store.db import is_unique_violation, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row
-from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import dead_letters as d
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
@@ -91,6 +88,13 @@ class QueueStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+
+    def _among(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+        """``column`` is one of the list bound as ``name``: ``= ANY(array)`` on Postgres, so a batch of 500
+        ids is one parameter of a statement compiled once, not 500 placeholders rendered on every call."""
+        if self._postgres:
+            return column == any_(bindparam(name, type_=ARRAY(String)))
+        return column.in_(bindparam(name, expanding=True))
 
     def notify(self, conn: Connection) -> None:
         """Wakes the executors of every replica once ``conn``'s transaction commits (Postgres)."""
@@ -155,7 +159,7 @@ class QueueStore:
         candidates = (
             select(e.c.id, e.c.task_id, e.c.trigger, t.c.overlap_policy, t.c.handler, t.c.owner)
             .join(t, t.c.id == e.c.task_id)
-            .where(e.c.id.in_(bindparam("ids", expanding=True)), e.c.status == ExecutionStatus.PENDING.value)
+            .where(self._among(e.c.id, "ids"), e.c.status == ExecutionStatus.PENDING.value)
             .with_for_update(of=e, skip_locked=True)
         )
         with translate_errors(), self._engine.begin() as conn:
@@ -193,14 +197,15 @@ class QueueStore:
             started = (
                 conn.execute(
                     update(e)
-                    .where(e.c.id.in_([c.id for c in chosen]), e.c.status == ExecutionStatus.PENDING.value)
+                    .where(self._among(e.c.id, "ids"), e.c.status == ExecutionStatus.PENDING.value)
                     .values(
                         status=ExecutionStatus.RUNNING.value,
                         started_at=now,
                         lease_owner=owner,
                         lease_expires_at=now + lease,
                     )
-                    .returning(*e.c)
+                    .returning(*e.c),
+                    {"ids": [c.id for c in chosen]},
                 )
                 .mappings()
                 .all()
@@ -209,12 +214,15 @@ class QueueStore:
             task_ids = {x.task_id for x in executions}
             if not task_ids:
                 return []
-            conn.execute(
+            # One statement sets last_run and returns the task rows (a task's last_run is its latest start).
+            task_rows = conn.execute(
                 update(t)
-                .where(t.c.id.in_(task_ids), t.c.last_run.is_(None) | (t.c.last_run < now))
-                .values(last_run=now)
-            )
-            tasks = {r["id"]: _task(r) for r in conn.execute(select(t).where(t.c.id.in_(task_ids))).mappings()}
+                .where(self._among(t.c.id, "task_ids"))
+                .values(last_run=case((t.c.last_run.is_(None) | (t.c.last_run < now), now), else_=t.c.last_run))
+                .returning(*t.c),
+                {"task_ids": sorted(task_ids)},
+            ).mappings()
+            tasks = {r["id"]: _task(r) for r in task_rows}
         order = {c.id: i for i, c in enumerate(chosen)}
         executions.sort(key=lambda x: order[x.id])
         return [Claimed(x, tasks[x.task_id]) for x in executions]
@@ -226,9 +234,12 @@ class QueueStore:
         with translate_errors(), self._engine.begin() as conn:
             kept = conn.execute(
                 update(e)
-                .where(e.c.id.in_(ids), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
+                .where(
+                    self._among(e.c.id, "ids"), e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner
+                )
                 .values(lease_expires_at=now + lease)
-                .returning(e.c.id)
+                .returning(e.c.id),
+                {"ids": list(ids)},
             ).scalars()
             return set(kept)
 
@@ -241,7 +252,8 @@ class QueueStore:
             return set()
         mine = and_(e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
         with translate_errors(), self._engine.connect() as conn:
-            return set(conn.execute(select(e.c.id).where(e.c.id.in_(ids), ~mine)).scalars())
+            query = select(e.c.id).where(self._among(e.c.id, "ids"), ~mine)
+            return set(conn.execute(query, {"ids": list(ids)}).scalars())
 
     def cancel_task(self, task_id: str, *, now: datetime, reason: str, running: bool) -> list[Execution]:
         """Cancels the task's pending retries and scheduled executions (and, when ``running``, its running
@@ -421,50 +433,25 @@ class QueueStore:
         return self._follow_up(conn, finished, None if row is None else _execution(row))
 
     def _finish_many(self, conn: Connection, owner: str, finished: Sequence[Finished]) -> dict[str, Execution]:
-        """Writes the outcomes of ``owner``'s executions in one statement (Postgres); those it finished, by id."""
-        rows = []
+        """Writes the outcomes of ``owner``'s executions in one statement (Postgres); those it finished, by id.
+
+        One array per column, unnested by the server: the statement's text is the same for every batch, so
+        it is compiled once; a VALUES list of 500 rows cost ~0.1 ms of client CPU per row to render on
+        every batch, on the replica that is making the calls of the burst meanwhile.
+        """
+        columns: dict[str, list[Any]] = {name: [] for name in _OUTCOME_ARRAYS}
         for f in finished:
             outcome, started = f.outcome, f.claimed.execution.started_at
-            rows.append(
-                (
-                    f.claimed.execution.id,
-                    outcome.status.value,
-                    outcome.completed_at,
-                    None if outcome.result is None else json.dumps(outcome.result),
-                    outcome.error,
-                    outcome.error_category.value if outcome.error_category else None,
-                    outcome.traceback,
-                    None if started is None else _ms(outcome.completed_at - started),
-                )
-            )
-        v = values(
-            column("id", String),
-            column("status", String),
-            column("completed_at", UtcDateTime()),
-            column("result", Text),
-            column("error", Text),
-            column("error_category", String),
-            column("traceback", Text),
-            column("duration_ms", Integer),
-            name="outcomes",
-        ).data(rows)
-        query = (
-            update(e)
-            .where(e.c.id == v.c.id, e.c.status == ExecutionStatus.RUNNING.value, e.c.lease_owner == owner)
-            .values(
-                status=v.c.status,
-                completed_at=cast(v.c.completed_at, UtcDateTime()),
-                result=cast(v.c.result, JSONB),
-                error=v.c.error,
-                error_category=v.c.error_category,
-                traceback=v.c.traceback,
-                duration_ms=cast(v.c.duration_ms, Integer),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            .returning(*e.c)
-        )
-        return {x.id: x for x in (_execution(r) for r in conn.execute(query).mappings())}
+            columns["id"].append(f.claimed.execution.id)
+            columns["status"].append(outcome.status.value)
+            columns["completed_at"].append(outcome.completed_at)
+            columns["result"].append(None if outcome.result is None else json.dumps(outcome.result))
+            columns["error"].append(outcome.error)
+            columns["error_category"].append(outcome.error_category.value if outcome.error_category else None)
+            columns["traceback"].append(outcome.traceback)
+            columns["duration_ms"].append(None if started is None else _ms(outcome.completed_at - started))
+        rows = conn.execute(_FINISH_MANY, {**columns, "owner": owner}).mappings()
+        return {x.id: x for x in (_execution(r) for r in rows)}
 
     def _follow_up(self, conn: Connection, finished: Finished, done: Execution | None) -> Recorded | None:
         """Queues the retry or the dead letter the decision says follows ``done`` (None: not recorded)."""
@@ -502,6 +489,22 @@ class QueueStore:
             )
             return Recorded(done, task, decision, dead_letter_id=letter_id)
         return Recorded(done, task, decision)
+
+
+# The outcome columns _finish_many sends, each as one Postgres array.
+_OUTCOME_ARRAYS = {
+    "id": "text[]", "status": "text[]", "completed_at": "timestamptz[]", "result": "text[]", "error": "text[]",
+    "error_category": "text[]", "traceback": "text[]", "duration_ms": "int[]",
+}  # fmt: skip
+_FINISH_MANY = text(
+    "UPDATE task_executions AS x SET status = v.status, completed_at = v.completed_at,"
+    " result = CAST(v.result AS jsonb), error = v.error, error_category = v.error_category,"
+    " traceback = v.traceback, duration_ms = v.duration_ms, lease_owner = NULL, lease_expires_at = NULL"
+    f" FROM unnest({', '.join(f'CAST(:{c} AS {a})' for c, a in _OUTCOME_ARRAYS.items())})"
+    f" AS v({', '.join(_OUTCOME_ARRAYS)})"
+    " WHERE x.id = v.id AND x.status = 'running' AND x.lease_owner = :owner"
+    " RETURNING x.*"
+).columns(*e.c)
 
 
 def _ms(delta: timedelta) -> int:
