@@ -11,7 +11,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import ColumnElement, Engine, String, any_, bindparam, create_engine, event, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -107,6 +108,15 @@ def ping(engine: Engine) -> None:
     """Raises Unavailable unless the database answers a trivial query."""
     with translate_errors(), engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def among(column: ColumnElement[str], name: str, *, postgres: bool) -> ColumnElement[bool]:
+    """``column`` is one of the list of strings bound as ``name``: ``= ANY(array)`` on Postgres, so a batch of
+    1,000 ids is one parameter of a statement compiled once, not 1,000 placeholders rendered on every call
+    (measured in a burst of 1,000: the rendering was a tenth of the replica's CPU)."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def is_unique_violation(error: IntegrityError) -> bool:

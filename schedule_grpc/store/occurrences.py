@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from schedule_grpc import lifecycle
 from schedule_grpc.firing import Occurrence, decide
 from schedule_grpc.models import ExecutionStatus, OverlapPolicy
-from schedule_grpc.store.db import translate_errors
+from schedule_grpc.store.db import among, translate_errors
 from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import scheduled_tasks as t
@@ -106,20 +106,20 @@ class OccurrenceStore:
     def _tasks(self, conn: Connection, task_ids: list[str]) -> dict[str, Any]:
         query = select(
             t.c.id, t.c.name, t.c.schedule, t.c.timezone, t.c.enabled, t.c.overlap_policy, t.c.catchup_window_s
-        ).where(t.c.id.in_(task_ids))
+        ).where(among(t.c.id, "ids", postgres=self._postgres))
         if self._postgres:  # a task cannot be deleted under our insert (its foreign key would fail the batch)
             query = query.with_for_update(read=True)
-        return {row.id: row for row in conn.execute(query)}
+        return {row.id: row for row in conn.execute(query, {"ids": task_ids})}
 
     def _active(self, conn: Connection, task_ids: list[str]) -> tuple[Counter[str], Counter[str]]:
         query = (
             select(e.c.task_id, e.c.status, func.count())
-            .where(e.c.task_id.in_(task_ids), e.c.status.in_(_ACTIVE))
+            .where(among(e.c.task_id, "ids", postgres=self._postgres), e.c.status.in_(_ACTIVE))
             .group_by(e.c.task_id, e.c.status)
         )
         pending: Counter[str] = Counter()
         running: Counter[str] = Counter()
-        for task_id, status, count in conn.execute(query):
+        for task_id, status, count in conn.execute(query, {"ids": task_ids}):
             (pending if status == ExecutionStatus.PENDING.value else running)[task_id] = count
         return pending, running
 

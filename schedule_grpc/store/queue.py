@@ -18,10 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    String,
     and_,
-    any_,
-    bindparam,
     case,
     exists,
     func,
@@ -30,7 +27,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from schedule_grpc import lifecycle
@@ -38,7 +34,7 @@ from schedule_grpc.fairness import Candidate
 from schedule_grpc.ids import new_id
 from schedule_grpc.lifecycle import Decision
 from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Task, Trigger
-from schedule_grpc.store.db import is_unique_violation, translate_errors
+from schedule_grpc.store.db import among, is_unique_violation, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.tables import dead_letters as d
@@ -90,11 +86,7 @@ class QueueStore:
         self._postgres = engine.dialect.name == "postgresql"
 
     def _among(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
-        """``column`` is one of the list bound as ``name``: ``= ANY(array)`` on Postgres, so a batch of 500
-        ids is one parameter of a statement compiled once, not 500 placeholders rendered on every call."""
-        if self._postgres:
-            return column == any_(bindparam(name, type_=ARRAY(String)))
-        return column.in_(bindparam(name, expanding=True))
+        return among(column, name, postgres=self._postgres)
 
     def notify(self, conn: Connection) -> None:
         """Wakes the executors of every replica once ``conn``'s transaction commits (Postgres)."""
