@@ -27,6 +27,7 @@ from schedule_grpc.errors import InvalidArgument
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.outbound import (
     CONNECTION_LIMIT,
+    CONNECTIONS_PER_HOST,
     MAX_BODY_CHARS,
     OnSessions,
     Sessions,
@@ -69,9 +70,16 @@ class HttpHandler(OnSessions):
         "timeoutSeconds (default 30), expectedStatus (default any 2xx)."
     )
 
-    def __init__(self, *, egress: EgressPolicy | None = None, connections: int = CONNECTION_LIMIT) -> None:
-        """``connections``: the session's pool (the registry gives the remote lane's concurrency)."""
-        self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=connections)
+    def __init__(
+        self,
+        *,
+        egress: EgressPolicy | None = None,
+        connections: int = CONNECTION_LIMIT,
+        per_host: int = CONNECTIONS_PER_HOST,
+    ) -> None:
+        """``connections``: the session's pool (the registry gives the remote lane's concurrency); ``per_host``:
+        the most of them open to one host at once."""
+        self.sessions = Sessions(egress if egress is not None else EgressPolicy(), limit=connections, per_host=per_host)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         url = metadata.get("url")

@@ -3,8 +3,10 @@ shutdown, and fairness between task owners in both lanes."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -14,9 +16,12 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
+from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.remote_lane import RemoteLane
+from schedule_grpc.runner import Attempt
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import scheduled_tasks
 from server import Service, build
@@ -245,3 +250,41 @@ def test_unregister_lets_a_running_call_finish_or_stops_it(
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetTask(pb.GetTaskRequest(name="held-hook"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_remote_run_cancelled_before_its_batch_reaches_the_loop_never_calls_out(receiver: Receiver) -> None:
+    lane = RemoteLane([AsyncPost()])
+    lane.start()
+    try:
+        outcomes: dict[str, Any] = {}
+        arrived = threading.Event()
+
+        def done(execution_id: str) -> Callable[[Attempt | None], None]:
+            def record(attempt: Attempt | None) -> None:
+                outcomes[execution_id] = attempt
+                if len(outcomes) == 2:
+                    arrived.set()
+
+            return record
+
+        def ctx(execution_id: str) -> HandlerContext:
+            return HandlerContext(
+                execution_id=execution_id,
+                task_id="t",
+                task_name="t",
+                scheduled_for=datetime.now(UTC),
+                attempt=1,
+                metadata={"url": f"{receiver.url}/ok"},
+                timeout=timedelta(seconds=10),
+            )
+
+        kept = lane.prepare(AsyncPost(), ctx("kept"), done("kept"))
+        dropped = lane.prepare(AsyncPost(), ctx("dropped"), done("dropped"))
+        dropped.cancel()
+        lane.submit([kept, dropped])  # one hand-over for the batch
+        assert arrived.wait(10)
+    finally:
+        lane.stop()
+    assert outcomes["dropped"] is None
+    assert outcomes["kept"] is not None and outcomes["kept"].status is ExecutionStatus.SUCCESS
+    assert list(receiver.arrived) == ["kept"]

@@ -167,3 +167,22 @@ def test_the_registry_gives_the_settings_egress_policy_and_the_lanes_concurrency
     handler.egress.check("10.1.2.3", 443)  # allowed by the setting
     with pytest.raises(SettingsError, match="SCHEDULE_EGRESS_DENY"):
         Settings.from_env({"SCHEDULE_EGRESS_DENY": "10.0.0.0/8,not-a-network"})
+
+
+def test_concurrent_calls_to_one_host_share_at_most_its_connection_cap(receiver: Receiver) -> None:
+    """A burst to one receiver reuses a bounded set of keep-alive connections instead of opening one per call."""
+    receiver.answer = Answer(delay_s=0.02)
+    handler = HttpHandler(egress=LOOPBACK, connections=64, per_host=4)
+    metadata = {"url": receiver.url()}
+    handler.validate(metadata)
+
+    async def burst() -> list[Any]:
+        try:
+            calls = (handler.run_async(context("burst", metadata, at=AT)) for _ in range(40))
+            return await asyncio.gather(*calls)
+        finally:
+            await handler.close()
+
+    results = asyncio.run(burst())
+    assert [r["status"] for r in results] == [200] * 40 and len(receiver.requests) == 40
+    assert 1 <= len(receiver.peers) <= 4
