@@ -21,8 +21,6 @@ from functools import partial
 import grpc
 from sqlalchemy import Engine
 
-from schedule_grpc import logs, retention
-from schedule_grpc.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
 from schedule_grpc.api.access_log import AccessLog
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.capacity import HealthService, LongCalls
@@ -34,16 +32,14 @@ from schedule_grpc.api.limits import Rate, RateLimiter
 from schedule_grpc.api.metrics import MetricsInterceptor
 from schedule_grpc.api.probes import create_health_server
 from schedule_grpc.api.server import create_server
-from schedule_grpc.audit import AuditTrail
-from schedule_grpc.clock import Clock, SystemClock
-from schedule_grpc.engine.engine import SchedulingEngine
-from schedule_grpc.executor import Executor, ExecutorConfig
+from schedule_grpc.domain.clock import Clock, SystemClock
+from schedule_grpc.execution.alerts import Alerts, EmailAlerts, LogAlerts, SmtpConfig
+from schedule_grpc.execution.executor import Executor, ExecutorConfig
 from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry, deny_own_endpoints, endpoints
-from schedule_grpc.observe import Observability
-from schedule_grpc.queue_service import QueueService
-from schedule_grpc.retention import RetentionPolicy
-from schedule_grpc.service import TaskService
+from schedule_grpc.observability import logs
+from schedule_grpc.observability.observe import Observability
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store import db
 from schedule_grpc.store.audit import AuditEntryStore
@@ -54,7 +50,12 @@ from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import Quota, TaskStore
-from schedule_grpc.tenancy import Limits
+from schedule_grpc.usecases import retention
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.executions import QueueService
+from schedule_grpc.usecases.retention import RetentionPolicy
+from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tenancy import Limits
 
 log = logging.getLogger("schedule_grpc")
 

@@ -112,7 +112,7 @@ def _fraction(value: str) -> float:
 
 
 def _schedule(value: str) -> str:
-    from schedule_grpc.cron import CronSchedule, InvalidSchedule
+    from schedule_grpc.domain.cron import CronSchedule, InvalidSchedule
 
     try:
         CronSchedule.parse(value, "UTC")
@@ -122,7 +122,7 @@ def _schedule(value: str) -> str:
 
 
 def _networks(value: str) -> str:
-    from schedule_grpc.egress import EgressPolicy
+    from schedule_grpc.security.egress import EgressPolicy
 
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
     EgressPolicy.parse(entries)  # raises ValueError naming the bad entry

@@ -25,9 +25,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from schedule_grpc import caller as callers
 from schedule_grpc.api.status import ServerInterceptor
-from schedule_grpc.errors import ResourceExhausted
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain.errors import ResourceExhausted
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")

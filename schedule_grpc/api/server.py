@@ -16,10 +16,10 @@ from schedule_grpc.api.capacity import CachedChain, CapacityRouter, HealthServic
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
-from schedule_grpc.audit import AuditTrail
-from schedule_grpc.queue_service import QueueService
-from schedule_grpc.service import TaskService
-from schedule_grpc.watch import WatchService
+from schedule_grpc.observability.watch import WatchService
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.executions import QueueService
+from schedule_grpc.usecases.tasks import TaskService
 
 
 def create_server(

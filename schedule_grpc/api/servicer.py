@@ -11,12 +11,12 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from schedule_grpc.api import convert, convert_audit, convert_history
 from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
-from schedule_grpc.audit import AuditTrail
-from schedule_grpc.errors import Unavailable, Unimplemented
-from schedule_grpc.models import Execution, ExecutionStatus
-from schedule_grpc.queue_service import QueueService
-from schedule_grpc.service import TaskService
-from schedule_grpc.watch import WatchService
+from schedule_grpc.domain.errors import Unavailable, Unimplemented
+from schedule_grpc.domain.models import Execution, ExecutionStatus
+from schedule_grpc.observability.watch import WatchService
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.executions import QueueService
+from schedule_grpc.usecases.tasks import TaskService
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):

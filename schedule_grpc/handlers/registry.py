@@ -16,8 +16,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
-from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import Handler
+from schedule_grpc.security.egress import EgressPolicy
 from schedule_grpc.settings import Settings, SettingsError
 
 ENTRY_POINT_GROUP = "schedule_grpc.handlers"

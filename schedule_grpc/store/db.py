@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from schedule_grpc.errors import Unavailable
+from schedule_grpc.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from schedule_grpc.errors import AlreadyExists, ResourceExhausted
-from schedule_grpc.models import ExecutionStatus, OverlapPolicy, RetryPolicy, Task
+from schedule_grpc.domain.errors import AlreadyExists, ResourceExhausted
+from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy, RetryPolicy, Task
 from schedule_grpc.store.db import autocommit, is_unique_violation, translate_errors
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e

@@ -13,7 +13,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.store.tables import task_executions
 from server import Service
 from tests.api.helpers import error_details

@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Trigger
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import QueueStore
 from server import Service

@@ -15,8 +15,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc import tokens
-from schedule_grpc.history import HistoryFilter
+from schedule_grpc.domain import tokens
+from schedule_grpc.domain.history import HistoryFilter
 from server import Service
 from tests.api.helpers import error_details
 from tests.api.shim_support import serve

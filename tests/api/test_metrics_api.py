@@ -14,7 +14,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import insert
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import leader_epochs
 from server import Service, build

@@ -13,11 +13,11 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import func, select
 
-from schedule_grpc import retention
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.models import ExecutionStatus
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import dead_letters, execution_events, task_executions
-from schedule_grpc.validation import NewTask
+from schedule_grpc.usecases import retention
 from server import Service, build
 from tests.api.test_metrics_api import scrape
 from tests.executor_rows import ExecutorRows

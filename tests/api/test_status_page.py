@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.models import ExecutionStatus
 from server import Service
 from tests.executor_rows import ExecutorRows
 from tests.support import FakeClock, Webhook

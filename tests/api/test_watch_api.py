@@ -12,7 +12,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import select
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import execution_events
 from server import Service, build

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import QueueStore

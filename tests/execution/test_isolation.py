@@ -16,7 +16,7 @@ from google.protobuf import duration_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from server import Service
 from tests.execution.conftest import enqueue_scheduled, history, wait_until
@@ -145,7 +145,7 @@ def _alive(pid: int) -> bool:
 
 
 def _restart_executor(replica: Service, clock: FakeClock, at: datetime):  # type: ignore[no-untyped-def]
-    from schedule_grpc.executor import Executor, ExecutorConfig
+    from schedule_grpc.execution.executor import Executor, ExecutorConfig
     from schedule_grpc.store.queue import QueueStore
     from tests.execution.conftest import registry
 

@@ -14,9 +14,9 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import scheduled_tasks
 from server import Service, build

@@ -14,9 +14,9 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.domain.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.handlers.base import lane_of
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.settings import Settings
 from server import Service, build
 from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2, struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from server import Service
 from tests.execution.conftest import enqueue_scheduled, history, wait_until
 from tests.execution.smtp import SmtpServer

@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc import logs
+from schedule_grpc.observability import logs
 from server import Service, build
 from tests.api.shim_support import AUTH_TOKENS, bearer
 from tests.execution.conftest import replica_settings

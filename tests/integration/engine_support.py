@@ -10,15 +10,15 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from schedule_grpc.engine.engine import SchedulingEngine
+from schedule_grpc.domain.models import OverlapPolicy, Task
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import OverlapPolicy, Task
-from schedule_grpc.service import TaskService
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import LeaderLock, lease_for, lock_for
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.validation import NewTask
+from schedule_grpc.usecases.tasks import TaskService
 from tests.support import FakeClock
 
 # Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,

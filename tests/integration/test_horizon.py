@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.engine.jobs import FIRE_REF
-from schedule_grpc.engine.parts import BatchingJobStore, GuardedScheduler
-from schedule_grpc.engine.trigger import CronTaskTrigger
+from schedule_grpc.scheduling.jobs import FIRE_REF
+from schedule_grpc.scheduling.parts import BatchingJobStore, GuardedScheduler
+from schedule_grpc.scheduling.trigger import CronTaskTrigger
 from schedule_grpc.store import db as dbm
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
 from tests.support import FakeClock

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from schedule_grpc.domain.models import JSON, ErrorCategory, ExecutionStatus
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.models import JSON, ErrorCategory, ExecutionStatus
-from schedule_grpc.service import TaskService
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.tenancy import Limits
-from schedule_grpc.validation import NewTask
+from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tenancy import Limits
 from tests.support import FakeClock
 
 

@@ -7,12 +7,12 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from schedule.v1 import schedule_service_pb2 as pb
 
-from schedule_grpc import caller
 from schedule_grpc.api import auth
 from schedule_grpc.api.http import marshal, routes
 from schedule_grpc.api.limits import Rate, RateLimiter
-from schedule_grpc.caller import Caller, Role
-from schedule_grpc.errors import PermissionDenied, Unauthenticated
+from schedule_grpc.domain import caller
+from schedule_grpc.domain.caller import Caller, Role
+from schedule_grpc.domain.errors import PermissionDenied, Unauthenticated
 from schedule_grpc.settings import Settings, SettingsError
 
 
