@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from schedule_grpc.api.access_log import AccessLog
 from schedule_grpc.api.auth import Security
-from schedule_grpc.api.capacity import HealthService, LongCalls
+from schedule_grpc.api.capacity import Health, LongCalls
 from schedule_grpc.api.guard import CallGuard
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.api.http.app import schedule_app
@@ -52,9 +52,9 @@ from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
 from schedule_grpc.store.tasks import Quota, TaskStore
 from schedule_grpc.usecases import retention
 from schedule_grpc.usecases.audit import AuditTrail
-from schedule_grpc.usecases.executions import QueueService
+from schedule_grpc.usecases.executions import Executions
 from schedule_grpc.usecases.retention import RetentionPolicy
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tasks import Tasks
 from schedule_grpc.usecases.tenancy import Limits
 
 log = logging.getLogger("schedule_grpc")
@@ -68,14 +68,14 @@ class Service:
     engine: Engine
     server: grpc.Server
     port: int
-    health: HealthService
+    health: Health
     monitor: HealthMonitor
     executor: Executor | None = None
     alerts: Alerts | None = None
     listener: Listener | None = None
     scheduling: SchedulingEngine | None = None
     http: HttpShim | None = None
-    tasks: TaskService | None = None
+    tasks: Tasks | None = None
     observability: Observability | None = None
     health_server: grpc.Server | None = None
     health_port: int | None = None
@@ -201,7 +201,7 @@ def build(
         secrets_dir=settings.secrets_dir,
     )
     audit = AuditTrail(AuditEntryStore(engine), clock)
-    tasks = TaskService(
+    tasks = Tasks(
         task_store,
         ExecutionStore(engine),
         registry,
@@ -212,7 +212,7 @@ def build(
         limits=limits,
         audit=audit,
     )
-    operations = QueueService(queue, DeadLetterStore(engine, queue), task_store, executor, clock, audit=audit)
+    operations = Executions(queue, DeadLetterStore(engine, queue), task_store, executor, clock, audit=audit)
     limiter = RateLimiter(
         {
             "default": Rate(settings.rate_limit_per_s, settings.rate_limit_burst),

@@ -13,10 +13,10 @@ from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
 from schedule_grpc.domain.errors import Unavailable, Unimplemented
 from schedule_grpc.domain.models import Execution, ExecutionStatus
-from schedule_grpc.observability.watch import WatchService
+from schedule_grpc.observability.watch import Watches
 from schedule_grpc.usecases.audit import AuditTrail
-from schedule_grpc.usecases.executions import QueueService
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.executions import Executions
+from schedule_grpc.usecases.tasks import Tasks
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
@@ -24,9 +24,9 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
 
     def __init__(
         self,
-        tasks: TaskService,
-        queue: QueueService | None = None,
-        watch: WatchService | None = None,
+        tasks: Tasks,
+        queue: Executions | None = None,
+        watch: Watches | None = None,
         long_calls: LongCalls | None = None,
         audit: AuditTrail | None = None,
     ) -> None:
@@ -36,7 +36,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         self._long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
         self._audit = audit
 
-    def _operations(self) -> QueueService:
+    def _operations(self) -> Executions:
         if self._queue is None:
             raise Unimplemented("this server runs no executor", reason="EXECUTOR_UNAVAILABLE")
         return self._queue

@@ -12,15 +12,15 @@ from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.models import Execution, ExecutionStatus
 from schedule_grpc.observability.metrics import DatabaseCollector, EventCounter, Metrics
 from schedule_grpc.observability.status_page import StatusPage
-from schedule_grpc.observability.watch import EventFeed, WatchService
+from schedule_grpc.observability.watch import EventFeed, Watches
 from schedule_grpc.observability.web import ObservabilityServer
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.events import EVENTS_CHANNEL, EventStore
 from schedule_grpc.store.notify import COUNTER_LOCK_KEY, Listener
 from schedule_grpc.store.observations import ObservationStore
 from schedule_grpc.store.retention import RetentionStore
-from schedule_grpc.usecases.retention import TASK_NAME, RetentionPolicy, RetentionService
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.retention import TASK_NAME, Retention, RetentionPolicy
+from schedule_grpc.usecases.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ class Observability:
         self.counter = EventCounter(
             self.events, self.metrics, lambda: self.counter_active, existing_tasks=self.observations.existing_tasks
         )
-        self.watch = WatchService(
+        self.watch = Watches(
             self.events,
             self.feed,
             poll_s=settings.watch_poll_s,
             heartbeat_s=settings.watch_heartbeat_s,
             max_streams=settings.watch_max_streams,
         )
-        self.retention = RetentionService(
+        self.retention = Retention(
             RetentionStore(engine),
             self.events,
             RetentionPolicy.from_settings(settings),
@@ -88,7 +88,7 @@ class Observability:
         and it counts; with Postgres, the holder of the counter lock."""
         return self.listener.holds_lock if self.listener is not None else True
 
-    def serve_http(self, tasks: TaskService) -> None:
+    def serve_http(self, tasks: Tasks) -> None:
         """Binds /metrics and /status on SCHEDULE_METRICS_ADDRESS (unless it is empty)."""
         if not self.settings.metrics_address:
             return

@@ -17,7 +17,7 @@ from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.history import HistoryFilter
 from schedule_grpc.domain.models import DeadLetter, Execution, ExecutionStatus, Task
 from schedule_grpc.store.observations import ObservationStore
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tasks import Tasks
 
 MAX_TASKS = 200
 RECENT_FAILURES = 10  # failed occurrences shown
@@ -74,7 +74,7 @@ def failing_first(tasks: list[Task], latest: dict[str, Execution], dead: list[De
 class StatusPage:
     """Gathers the view from the use cases and the store, and renders it."""
 
-    def __init__(self, tasks: TaskService, observations: ObservationStore, clock: Clock) -> None:
+    def __init__(self, tasks: Tasks, observations: ObservationStore, clock: Clock) -> None:
         self._tasks = tasks
         self._observations = observations
         self._clock = clock

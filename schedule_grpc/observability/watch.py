@@ -64,7 +64,7 @@ class WatchItem:
     event: ExecutionEvent | None = None
 
 
-class WatchService:
+class Watches:
     """Streams events matching a filter, from a cursor or from now."""
 
     def __init__(

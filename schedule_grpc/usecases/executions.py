@@ -17,7 +17,7 @@ from schedule_grpc.usecases.audit import AuditAction, AuditTrail
 DEFAULT_DEAD_LETTER_PAGE = 100
 
 
-class QueueService:
+class Executions:
     """Cancels executions and manages the dead-letter queue."""
 
     def __init__(

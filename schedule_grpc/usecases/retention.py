@@ -56,7 +56,7 @@ class RetentionReport:
     complete: bool = True
 
 
-class RetentionService:
+class Retention:
     """Runs the deletions; ``on_deleted(table, rows)`` reports each batch (the metrics count them)."""
 
     def __init__(

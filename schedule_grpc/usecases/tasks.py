@@ -46,7 +46,7 @@ DEADLINE_MARGIN_S = 0.1
 RUN_NOW_STEP_S = 0.1
 
 
-class TaskService:
+class Tasks:
     """Registers, changes, reads and runs tasks."""
 
     def __init__(

@@ -18,7 +18,7 @@ from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import LeaderLock, lease_for, lock_for
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tasks import Tasks
 from tests.support import FakeClock
 
 # Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,
@@ -29,7 +29,7 @@ FUTURE = datetime(2031, 6, 2, 9, 0, 30, tzinfo=UTC)
 @dataclass
 class Replica:
     engine: SchedulingEngine
-    tasks: TaskService
+    tasks: Tasks
     wakeups: list[int] = field(default_factory=list)
 
 
@@ -71,7 +71,7 @@ def make_replica(
         max_catchup_rows=max_catchup_rows,
     )
     scheduling.append(engine)
-    service = TaskService(store, ExecutionStore(db), default_registry(), clock)
+    service = Tasks(store, ExecutionStore(db), default_registry(), clock)
     return Replica(engine, service, wakeups)
 
 

@@ -16,7 +16,7 @@ from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.usecases.tasks import TaskService
+from schedule_grpc.usecases.tasks import Tasks
 from schedule_grpc.usecases.tenancy import Limits
 from tests.support import FakeClock
 
@@ -46,7 +46,7 @@ def test_references_resolve_and_the_recorded_result_holds_no_secret(
     engine: Engine, clock: FakeClock, tmp_path: Path
 ) -> None:
     (tmp_path / "token").write_text("tok-abcdef-991\n")
-    service = TaskService(
+    service = Tasks(
         TaskStore(engine),
         ExecutionStore(engine),
         HandlerRegistry([Echo()]),
