@@ -49,10 +49,11 @@ from schedule_grpc.store.leader import lease_for, lock_for
 from schedule_grpc.store.notify import Listener
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.queue import EXECUTIONS_CHANNEL, QueueStore
-from schedule_grpc.store.tasks import Quota, TaskStore
+from schedule_grpc.store.tasks import TaskStore
 from schedule_grpc.usecases import retention
 from schedule_grpc.usecases.audit import AuditTrail
 from schedule_grpc.usecases.executions import Executions
+from schedule_grpc.usecases.quota import Quota
 from schedule_grpc.usecases.retention import RetentionPolicy
 from schedule_grpc.usecases.tasks import Tasks
 from schedule_grpc.usecases.tenancy import Limits

@@ -1,5 +1,7 @@
-"""Who is calling: set by the API's interceptor for the length of one call, read by the use cases.
+"""Who is calling, and what that caller may do with a resource it may or may not own.
 
+The API's interceptor sets the current caller for the length of one call (``acting_as``); the API reads it
+(``current``) and passes it to the use cases, which apply the rules below to the caller they were given.
 Transport-free on purpose: the use cases see a name and a role, never a token or a certificate.
 ``None`` means the service runs open (no credentials configured): every call is allowed.
 """
@@ -68,20 +70,18 @@ def observed() -> Iterator[list[Caller | None]]:
         _seen.reset(token)
 
 
-def owner_name() -> str | None:
-    """The name new resources are owned by: the current caller's, or None when open."""
-    caller = current()
+def owner_name(caller: Caller | None) -> str | None:
+    """The name new resources of ``caller`` are owned by: its name, or None when open."""
     return caller.name if caller else None
 
 
-def require_owner(owner: str | None, what: str) -> None:
-    """PermissionDenied unless the current caller may change a resource owned by ``owner``.
+def require_owner(caller: Caller | None, owner: str | None, what: str) -> None:
+    """PermissionDenied unless ``caller`` may change a resource owned by ``owner``.
 
     Admins may change anything; a service only what it owns. Resources without an owner (made
     while the service ran open) are admin-only once credentials are configured.
     """
-    caller = current()
-    if caller is None or caller.is_admin or (owner is not None and owner == caller.name):
+    if may_see_details(caller, owner):
         return
     raise PermissionDenied(
         f"{what} belongs to {owner or 'no caller'}; only its owner or an admin may change it",
@@ -89,14 +89,12 @@ def require_owner(owner: str | None, what: str) -> None:
     )
 
 
-def may_see_details(owner: str | None) -> bool:
-    """Whether the current caller may read the metadata, results, errors and tracebacks of a resource
-    owned by ``owner``: its owner and admins (and everyone while the service runs open)."""
-    caller = current()
+def may_see_details(caller: Caller | None, owner: str | None) -> bool:
+    """Whether ``caller`` may read the metadata, results, errors and tracebacks of a resource owned by
+    ``owner``: its owner and admins (and everyone while the service runs open). The same callers may change it."""
     return caller is None or caller.is_admin or (owner is not None and owner == caller.name)
 
 
-def is_service() -> bool:
-    """Whether the current caller is an authenticated ``service`` (not an admin, not an open service)."""
-    caller = current()
+def is_service(caller: Caller | None) -> bool:
+    """Whether ``caller`` is an authenticated ``service`` (not an admin, not an open service)."""
     return caller is not None and not caller.is_admin

@@ -7,7 +7,7 @@ import logging
 
 from sqlalchemy import Engine
 
-from schedule_grpc.domain.caller import Caller, Role, acting_as
+from schedule_grpc.domain.caller import Caller, Role
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.models import Execution, ExecutionStatus
 from schedule_grpc.observability.metrics import DatabaseCollector, EventCounter, Metrics
@@ -92,20 +92,15 @@ class Observability:
         """Binds /metrics and /status on SCHEDULE_METRICS_ADDRESS (unless it is empty)."""
         if not self.settings.metrics_address:
             return
-        page = StatusPage(tasks, self.observations, self._clock)
-        render = page.render
-        if self.settings.auth_tokens or self.settings.grpc_tls_client_ca_file:
-            # Nobody is authenticated on this port: with credentials configured, the page shows what any
-            # service caller sees of others' tasks (existence, schedule, state, outcomes), never errors.
-            def render() -> str:
-                with acting_as(STATUS_PAGE_VIEWER):
-                    return page.render()
-
+        # Nobody is authenticated on this port: with credentials configured, the page shows what any
+        # service caller sees of others' tasks (existence, schedule, state, outcomes), never errors.
+        closed = bool(self.settings.auth_tokens or self.settings.grpc_tls_client_ca_file)
+        page = StatusPage(tasks, self.observations, self._clock, viewer=STATUS_PAGE_VIEWER if closed else None)
         self.http = ObservabilityServer(
             self.settings.metrics_address,
             self.metrics.registry,
             before_scrape=self.counter.catch_up,
-            status_page=render,
+            status_page=page.render,
         )
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.history import HistoryFilter
 from schedule_grpc.domain.models import DeadLetter, Execution, ExecutionStatus, Task
@@ -74,16 +75,23 @@ def failing_first(tasks: list[Task], latest: dict[str, Execution], dead: list[De
 class StatusPage:
     """Gathers the view from the use cases and the store, and renders it."""
 
-    def __init__(self, tasks: Tasks, observations: ObservationStore, clock: Clock) -> None:
+    def __init__(
+        self, tasks: Tasks, observations: ObservationStore, clock: Clock, *, viewer: Caller | None = None
+    ) -> None:
+        """``viewer``: whom the page shows tasks and executions as (None: everything, as to an admin)."""
         self._tasks = tasks
+        self._viewer = viewer
         self._observations = observations
         self._clock = clock
 
     def view(self) -> StatusView:
         now = self._clock.now()
-        page = self._tasks.list(page_size=MAX_TASKS, page_token="")
+        page = self._tasks.list(self._viewer, page_size=MAX_TASKS, page_token="")
         failed = self._tasks.recent(
-            limit=FAILED_EXECUTIONS_READ, page_token="", selector=HistoryFilter(statuses={ExecutionStatus.FAILED})
+            self._viewer,
+            limit=FAILED_EXECUTIONS_READ,
+            page_token="",
+            selector=HistoryFilter(statuses={ExecutionStatus.FAILED}),
         ).items
         this_hour = now.replace(minute=0, second=0, microsecond=0)
         hours = []

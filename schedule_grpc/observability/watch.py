@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from schedule_grpc.domain import caller, validation
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain import validation
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.errors import FailedPrecondition, ResourceExhausted
 from schedule_grpc.domain.events import EventFilter, ExecutionEvent, Position
 from schedule_grpc.store.events import EventStore
@@ -85,12 +87,15 @@ class Watches:
         """Makes every stream look at the database and at its caller now."""
         self._feed.wake()
 
-    def watch(self, selector: EventFilter, cursor: str, is_active: Callable[[], bool]) -> Iterator[WatchItem]:
-        """Validates first (errors before the first message), then yields until ``is_active`` turns false."""
+    def watch(
+        self, caller: Caller | None, selector: EventFilter, cursor: str, is_active: Callable[[], bool]
+    ) -> Iterator[WatchItem]:
+        """Validates first (errors before the first message), then yields until ``is_active`` turns false.
+        A ``service`` caller sees the events of its own tasks only."""
         for name in selector.task_names:
             validation.name(name, "task_names")
-        if caller.is_service():  # a service sees the events of its own tasks only
-            selector = dataclasses.replace(selector, owner=caller.owner_name())
+        if callers.is_service(caller):
+            selector = dataclasses.replace(selector, owner=callers.owner_name(caller))
         start = Position.decode(cursor)
         if start is not None and start != Position() and not self._store.exists(start):
             raise FailedPrecondition(

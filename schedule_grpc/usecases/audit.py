@@ -1,96 +1,29 @@
 """The audit trail: who changed which task, when, and what it looked like before and after.
 
 Use cases call ``AuditTrail.record`` after a change has been committed; admins read the trail with
-``AuditTrail.list``. Entries are about a task by name and id and outlive the task.
+``AuditTrail.list``. Entries are about a task by name and id and outlive the task. The records themselves
+(``AuditAction``, ``AuditEntry``, ``AuditFilter``) are in ``schedule_grpc.domain.audit``, so that the store
+that keeps them does not depend on the use cases.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Protocol
+from datetime import timedelta
 
 from schedule_grpc.domain import caller, validation
+from schedule_grpc.domain.audit import AuditAction, AuditEntry, AuditFilter
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.clock import Clock
-from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.history import HistoryKey, decode_key, encode_key
 from schedule_grpc.domain.ids import new_id
 from schedule_grpc.domain.models import JSON, Page, Task
 from schedule_grpc.security import secrets
+from schedule_grpc.usecases.ports import AuditRecords
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUDIT_PAGE = 100
-
-
-class AuditAction(StrEnum):
-    """What an entry records."""
-
-    REGISTERED = "registered"
-    UPDATED = "updated"
-    ENABLED = "enabled"
-    DISABLED = "disabled"
-    UNREGISTERED = "unregistered"
-    RUN_NOW = "run_now"
-    DEAD_LETTER_REDRIVEN = "dead_letter_redriven"
-    DEAD_LETTER_DISCARDED = "dead_letter_discarded"
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One recorded change. ``actor`` is None when the service ran without credentials."""
-
-    id: str
-    action: AuditAction
-    task_name: str
-    task_id: str
-    actor: str | None
-    occurred_at: datetime
-    before: dict[str, JSON] | None = None
-    after: dict[str, JSON] | None = None
-    subject_id: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """Which entries to list; empty values mean "any". ``start`` inclusive, ``end`` exclusive."""
-
-    task_name: str = ""
-    actor: str = ""
-    actions: Collection[AuditAction] = field(default_factory=frozenset)
-    start: datetime | None = None
-    end: datetime | None = None
-
-    def validate(self) -> AuditFilter:
-        if self.task_name:
-            validation.name(self.task_name, "task_name")
-        if len(self.actor) > 128:
-            raise InvalidArgument("actor", "is at most 128 characters")
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise InvalidArgument("end_time", "must be after start_time")
-        return self
-
-    def fingerprint(self) -> str:
-        parts = [
-            self.task_name,
-            self.actor,
-            ",".join(sorted(a.value for a in self.actions)),
-            self.start.isoformat() if self.start else "",
-            self.end.isoformat() if self.end else "",
-        ]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-class AuditStore(Protocol):
-    """Where entries are kept (store/audit.py)."""
-
-    def insert(self, entry: AuditEntry) -> None: ...
-
-    def page(self, selector: AuditFilter, *, limit: int, after: HistoryKey | None) -> Sequence[AuditEntry]: ...
 
 
 def _seconds(value: timedelta | None) -> str | None:
@@ -126,14 +59,15 @@ def snapshot(task: Task) -> dict[str, JSON]:
 
 
 class AuditTrail:
-    """Records changes as the current caller, and lists them."""
+    """Records changes made by a caller, and lists them."""
 
-    def __init__(self, store: AuditStore, clock: Clock) -> None:
+    def __init__(self, store: AuditRecords, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
     def record(
         self,
+        actor: Caller | None,
         action: AuditAction,
         *,
         before: Task | None = None,
@@ -142,14 +76,14 @@ class AuditTrail:
         task_name: str = "",
         task_id: str = "",
     ) -> AuditEntry:
-        """Stores one entry about ``after`` (or ``before``) made by the current caller; logs it too."""
+        """Stores one entry about ``after`` (or ``before``) made by ``actor``; logs it too."""
         about = after or before
         entry = AuditEntry(
             id=new_id("audit"),
             action=action,
             task_name=about.name if about else task_name,
             task_id=about.id if about else task_id,
-            actor=caller.owner_name(),
+            actor=caller.owner_name(actor),
             occurred_at=self._clock.now(),
             before=snapshot(before) if before else None,
             after=snapshot(after) if after else None,

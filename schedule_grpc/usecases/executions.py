@@ -1,18 +1,21 @@
-"""Use cases of the execution queue: cancel an execution, list, redrive and discard dead letters."""
+"""Use cases of the execution queue: cancel an execution, list, redrive and discard dead letters.
+
+Every method takes the caller first: ``None`` when the service runs open (no credentials).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from schedule_grpc.domain import caller, tokens, validation
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain import tokens, validation
+from schedule_grpc.domain.audit import AuditAction
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.clock import Clock
-from schedule_grpc.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from schedule_grpc.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from schedule_grpc.domain.models import DeadLetter, Execution, Page
-from schedule_grpc.execution.executor import Executor
-from schedule_grpc.store.dead_letters import DeadLetterStore
-from schedule_grpc.store.queue import QueueStore
-from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.usecases.audit import AuditAction, AuditTrail
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.ports import Cancellations, DeadLetters, Runner, TaskLookup
 
 DEFAULT_DEAD_LETTER_PAGE = 100
 
@@ -22,10 +25,10 @@ class Executions:
 
     def __init__(
         self,
-        queue: QueueStore,
-        dead_letters: DeadLetterStore,
-        tasks: TaskStore,
-        executor: Executor,
+        queue: Cancellations,
+        dead_letters: DeadLetters,
+        tasks: TaskLookup,
+        executor: Runner,
         clock: Clock,
         *,
         audit: AuditTrail | None = None,
@@ -37,12 +40,12 @@ class Executions:
         self._clock = clock
         self._audit = audit
 
-    def cancel(self, execution_id: str) -> Execution:
-        """Cancels a pending or running execution; a running handler is stopped."""
+    def cancel(self, caller: Caller | None, execution_id: str) -> Execution:
+        """Cancels a pending or running execution of a task ``caller`` may change; a running handler is stopped."""
         _id(execution_id, "execution_id")
         exists, owner = self._queue.owner(execution_id)
         if exists:
-            caller.require_owner(owner, f"execution {execution_id!r}")
+            callers.require_owner(caller, owner, f"execution {execution_id!r}")
         execution, changed = self._queue.cancel(execution_id, now=self._clock.now())
         if execution is None:
             raise NotFound(f"execution {execution_id!r} not found", reason="EXECUTION_NOT_FOUND")
@@ -55,7 +58,10 @@ class Executions:
         self._executor.cancel(execution_id)
         return execution
 
-    def dead_letters(self, *, task_name: str, page_size: int, page_token: str) -> Page[DeadLetter]:
+    def dead_letters(
+        self, caller: Caller | None, *, task_name: str, page_size: int, page_token: str
+    ) -> Page[DeadLetter]:
+        """Dead letters, newest first, of one task (by name) or all; errors for the task's owner and admins."""
         size = validation.limit(page_size, "page_size", default=DEFAULT_DEAD_LETTER_PAGE)
         if task_name:  # by name: the dead letters of a deleted task stay listed until retention
             validation.name(task_name, "task_name")
@@ -68,19 +74,20 @@ class Executions:
         more = len(items) > size
         items = items[:size]
         next_token = tokens.encode(listing, items[-1].id) if more else ""
-        if not caller.is_service():  # admins (and everyone while open) see every detail
+        if not callers.is_service(caller):  # admins (and everyone while open) see every detail
             return Page(items, next_token)
-        return Page([self._visible(letter) for letter in items], next_token)
+        return Page([self._visible(caller, letter) for letter in items], next_token)
 
-    def _visible(self, letter: DeadLetter) -> DeadLetter:
+    def _visible(self, caller: Caller | None, letter: DeadLetter) -> DeadLetter:
         """The dead letter's error for the task's owner and admins only."""
         task = self._tasks.get(letter.task_name)
-        if caller.may_see_details(task.owner if task else None):
+        if callers.may_see_details(caller, task.owner if task else None):
             return letter
         return dataclasses.replace(letter, error=None)
 
-    def redrive(self, letter_id: str) -> Execution:
-        """Queues a new attempt of the dead letter's occurrence, due now, and removes the dead letter."""
+    def redrive(self, caller: Caller | None, letter_id: str) -> Execution:
+        """Queues a new attempt of the dead letter's occurrence, due now, and removes the dead letter (admins)."""
+        _admin(caller, "RedriveDeadLetter")
         _id(letter_id, "id")
         letter = self._dead_letters.get(letter_id)
         if letter is not None:
@@ -95,6 +102,7 @@ class Executions:
             raise _letter_not_found(letter_id)
         if self._audit is not None:
             self._audit.record(
+                caller,
                 AuditAction.DEAD_LETTER_REDRIVEN,
                 task_name=execution.task_name,
                 task_id=execution.task_id,
@@ -103,18 +111,28 @@ class Executions:
         self._executor.wake()
         return execution
 
-    def discard(self, letter_id: str) -> None:
+    def discard(self, caller: Caller | None, letter_id: str) -> None:
+        """Deletes the dead letter; its failed executions stay in the history (admins)."""
+        _admin(caller, "DiscardDeadLetter")
         _id(letter_id, "id")
         letter = self._dead_letters.get(letter_id)
         if letter is None or not self._dead_letters.discard(letter_id):
             raise _letter_not_found(letter_id)
         if self._audit is not None:
             self._audit.record(
+                caller,
                 AuditAction.DEAD_LETTER_DISCARDED,
                 task_name=letter.task_name,
                 task_id=letter.task_id,
                 subject_id=letter_id,
             )
+
+
+def _admin(caller: Caller | None, what: str) -> None:
+    """PermissionDenied for a ``service`` caller: dead letters are handled by admins (anyone while open).
+    The API refuses such calls before they get here; the rule holds for any other way in too."""
+    if callers.is_service(caller):
+        raise PermissionDenied(f"{what} needs the admin role", reason="ADMIN_ONLY")
 
 
 def _id(value: str, field: str) -> None:

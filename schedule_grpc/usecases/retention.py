@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.errors import AlreadyExists
 from schedule_grpc.domain.models import Task
 from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.settings import Settings
-from schedule_grpc.store.events import EventStore
-from schedule_grpc.store.retention import RetentionStore
+from schedule_grpc.usecases.ports import EventDeletion, HistoryDeletion
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class Retention:
 
     def __init__(
         self,
-        store: RetentionStore,
-        events: EventStore,
+        store: HistoryDeletion,
+        events: EventDeletion,
         policy: RetentionPolicy,
         clock: Clock,
         on_deleted: Callable[[str, int], None] = lambda table, rows: None,
@@ -136,12 +136,13 @@ def maintenance_task(schedule: str) -> NewTask:
     )
 
 
-def install_maintenance_task(register: Callable[[NewTask], object], schedule: str) -> bool:
-    """Registers the built-in task unless it exists (any replica may try); whether it was added."""
+def install_maintenance_task(register: Callable[[Caller | None, NewTask], object], schedule: str) -> bool:
+    """Registers the built-in task, as the service itself (no owner), unless it exists (any replica may try);
+    whether it was added. ``register`` is ``Tasks.register``."""
     if not schedule:
         return False
     try:
-        register(maintenance_task(schedule))
+        register(None, maintenance_task(schedule))
     except AlreadyExists:
         return False
     log.info("installed the built-in retention task", extra={"task_name": TASK_NAME, "schedule": schedule})

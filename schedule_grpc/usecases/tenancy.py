@@ -1,7 +1,7 @@
 """What a caller may ask of the task API beyond owning its tasks: the handlers a ``service`` caller may
 schedule, the names reserved for admins, the operator's caps, and what of others' tasks it sees.
 
-Transport-free, like ``caller``: the use cases call these with the current caller set by the API.
+Each rule is a function of the caller the API passed to the use case (None: the service runs open).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
-from schedule_grpc.domain import caller
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain.caller import Caller
 from schedule_grpc.domain.defaults import default_tasks
 from schedule_grpc.domain.errors import InvalidArgument, PermissionDenied
 from schedule_grpc.domain.models import Execution, Task
@@ -43,10 +44,12 @@ def open_to_services(handler: Handler) -> bool:
     return handler.name in SERVICE_HANDLERS or getattr(handler, "open_to_services", False) is True
 
 
-def check_registration(new: NewTask, handler: Handler, limits: Limits, reserved: frozenset[str]) -> None:
+def check_registration(
+    caller: Caller | None, new: NewTask, handler: Handler, limits: Limits, reserved: frozenset[str]
+) -> None:
     """PermissionDenied when a ``service`` caller takes a reserved name or a built-in data handler;
     InvalidArgument when anyone asks for more memory or time than the operator allows."""
-    if caller.is_service():
+    if callers.is_service(caller):
         if new.name in reserved:
             raise PermissionDenied(
                 f"name: {new.name!r} is reserved for the service's default and maintenance tasks (admin only)",
@@ -72,16 +75,25 @@ def check_registration(new: NewTask, handler: Handler, limits: Limits, reserved:
         )
 
 
-def visible_task(task: Task) -> Task:
-    """The task as the current caller may see it: metadata for its owner and admins only (its secrets
-    are redacted where it is converted for an answer, api.convert)."""
-    if caller.may_see_details(task.owner):
+def visible_task(caller: Caller | None, task: Task) -> Task:
+    """The task as ``caller`` may see it: metadata for its owner and admins only (its secrets are
+    redacted where it is converted for an answer, api.convert)."""
+    if callers.may_see_details(caller, task.owner):
         return task
     return dataclasses.replace(task, metadata={})
 
 
-def visible_execution(execution: Execution, owner: str | None) -> Execution:
+def visible_execution(caller: Caller | None, execution: Execution, owner: str | None) -> Execution:
     """Results, errors and tracebacks for the task's owner and admins; others see the outcome only."""
-    if caller.may_see_details(owner):
+    if callers.may_see_details(caller, owner):
         return execution
     return dataclasses.replace(execution, result=None, error=None, traceback=None)
+
+
+def allow_full_view(caller: Caller | None, owner: str | None, what: str, *, owned: bool) -> None:
+    """PermissionDenied unless ``caller`` may read tracebacks of ``what``: its owner (when ``owned``) or an admin."""
+    if caller is None or caller.is_admin or (owned and owner is not None and owner == caller.name):
+        return
+    raise PermissionDenied(
+        f"the full view of {what} (tracebacks) is for the task's owner and admins", reason="FULL_VIEW_NOT_ALLOWED"
+    )

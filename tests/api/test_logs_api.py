@@ -45,7 +45,7 @@ def test_a_run_logs_with_its_ids(json_logs: io.StringIO, stub: pb_grpc.ScheduleS
             break
         time.sleep(0.02)
     queued = next(r for r in ours if r["message"] == "execution queued")
-    assert queued["logger"] == "schedule_grpc.usecases.tasks" and queued["rpc"] == "RunTaskNow"
+    assert queued["logger"] == "schedule_grpc.usecases.runs" and queued["rpc"] == "RunTaskNow"
     # the executor records the outcome (the handler itself, and httpx, log from its worker process)
     finished = next(r for r in ours if r["message"] == "execution finished")
     assert finished["logger"] == "schedule_grpc.execution.executor" and finished["status"] == "success"

@@ -124,7 +124,7 @@ def test_one_run_deletes_at_most_its_batches(clock: FakeClock, sqlite_url: str) 
         assert svc.tasks is not None and svc.observability is not None
         rows = ExecutorRows(svc.engine)
         metadata = {"url": "http://127.0.0.1:9/"}
-        svc.tasks.register(NewTask(name="t", schedule="@daily", handler="http", metadata=metadata))
+        svc.tasks.register(None, NewTask(name="t", schedule="@daily", handler="http", metadata=metadata))
         for day in range(200, 175, -1):
             rows.run("t", clock.now() - timedelta(days=day), ExecutionStatus.SUCCESS)
         first = svc.observability.retention.run()

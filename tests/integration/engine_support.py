@@ -84,6 +84,7 @@ def register(
     window: timedelta = timedelta(hours=1),
 ) -> Task:
     return replica.tasks.register(
+        None,
         NewTask(
             name=name,
             schedule=schedule,
@@ -91,7 +92,7 @@ def register(
             metadata={"url": "http://127.0.0.1:9/"},
             overlap_policy=overlap,
             catchup_window=window,
-        )
+        ),
     )
 
 

@@ -91,7 +91,7 @@ def test_enabling_a_task_due_far_ahead_adds_no_job_and_disabling_removes_one(
     yearly = register(replica, "yearly", "@yearly")
     minutely = register(replica, "minutely", "* * * * *")
     assert until(lambda: minutely.id in _job_ids(db))
-    replica.tasks.disable("minutely")
+    replica.tasks.disable(None, "minutely")
     assert until(lambda: minutely.id not in _job_ids(db))
     assert yearly.id not in _job_ids(db)
 

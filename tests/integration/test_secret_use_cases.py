@@ -54,11 +54,11 @@ def test_references_resolve_and_the_recorded_result_holds_no_secret(
         limits=Limits(secrets_dir=str(tmp_path)),
     )
     ref = {"headers": {"Authorization": {"secretRef": "token", "prefix": "Bearer "}}}
-    service.register(NewTask(name="echo", schedule="@daily", handler="echo", metadata=ref))
-    done = service.run_now("echo")
+    service.register(None, NewTask(name="echo", schedule="@daily", handler="echo", metadata=ref))
+    done = service.run_now(None, "echo")
     assert done.status is ExecutionStatus.SUCCESS
     assert done.result == {"sent": {"headers": {"Authorization": "Bearer <redacted>"}}}
     (tmp_path / "token").unlink()
-    failed = service.run_now("echo")
+    failed = service.run_now(None, "echo")
     assert failed.status is ExecutionStatus.FAILED and failed.error_category is ErrorCategory.POLICY
     assert failed.error == "secret 'token' does not exist in SCHEDULE_SECRETS_DIR"

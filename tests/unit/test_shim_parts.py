@@ -184,14 +184,19 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 def test_ownership_rule() -> None:
-    caller.require_owner("anyone", "task")  # open: no caller
-    with caller.acting_as(Caller("alpha", Role.SERVICE)):
-        caller.require_owner("alpha", "task")
-        for owner in ("beta", None):
-            with pytest.raises(PermissionDenied):
-                caller.require_owner(owner, "task")
-    with caller.acting_as(Caller("ops", Role.ADMIN)):
-        caller.require_owner(None, "task")
+    caller.require_owner(None, "anyone", "task")  # open: no caller
+    alpha = Caller("alpha", Role.SERVICE)
+    caller.require_owner(alpha, "alpha", "task")
+    for owner in ("beta", None):
+        with pytest.raises(PermissionDenied):
+            caller.require_owner(alpha, owner, "task")
+    caller.require_owner(Caller("ops", Role.ADMIN), None, "task")
+
+
+def test_the_caller_is_set_for_the_block_only() -> None:
+    alpha = Caller("alpha", Role.SERVICE)
+    with caller.acting_as(alpha):
+        assert caller.current() is alpha
     assert caller.current() is None
 
 
