@@ -9,12 +9,14 @@ from functools import partial
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.app import builders, listeners
-from schedule_grpc.app.parts import Off, Part
+from schedule_grpc.app.parts import Off
 from schedule_grpc.app.replica import Replica
 from schedule_grpc.domain.clock import Clock, SystemClock
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry, deny_own_endpoints
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import db
+from schedule_grpc.store.db import Database
 from schedule_grpc.store.queue import QueueStore
 from schedule_grpc.usecases import retention
 
@@ -52,10 +54,6 @@ def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRe
         task_changed=engine.task_changed if engine is not None else None,
     )
     api = listeners.grpc_api(settings, security, uses, observability, clock)
-    checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, database))]
-    if engine is not None:
-        checks.append(("scheduling engine", engine.check))
-    scheduling: Part = engine if engine is not None else Off()
     health_server = listeners.health_server(settings, api.health)
     http = listeners.http_shim(settings, api.listener)
     metrics_http = listeners.metrics_http(settings, observability, uses, database, clock)
@@ -73,17 +71,25 @@ def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRe
         tasks=uses.tasks,
         grpc=api.listener,
         health=api.health,
-        monitor=HealthMonitor(api.health, checks, interval_s=settings.health_interval_s),
+        monitor=HealthMonitor(api.health, _checks(database, engine), interval_s=settings.health_interval_s),
         long_calls=api.long_calls,
         health_server=health_server,
         http=http,
         metrics_http=metrics_http,
         observability=observability,
-        scheduling=scheduling,
+        scheduling=engine if engine is not None else Off(),
         executor=executor,
         wake_ups=builders.wake_ups(database, executor),
         alerts=alerts,
     )
+
+
+def _checks(database: Database, engine: SchedulingEngine | None) -> list[tuple[str, Callable[[], None]]]:
+    """What health reports SERVING on: the database answers, and the scheduling engine (if on) is not failing."""
+    checks: list[tuple[str, Callable[[], None]]] = [("database", partial(db.ping, database))]
+    if engine is not None:
+        checks.append(("scheduling engine", engine.check))
+    return checks
 
 
 def install_builtin_tasks(replica: Replica) -> None:
