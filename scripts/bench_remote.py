@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import server
+from schedule_grpc.app import build
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.registry import default_registry
@@ -100,7 +100,7 @@ def main() -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    service = server.build(settings, handlers=registry)
+    service = build(settings, handlers=registry)
     service.start()
     stop.wait()
     service.stop()

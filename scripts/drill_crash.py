@@ -59,8 +59,8 @@ def registry() -> HandlerRegistry:
 
 def replica_main(url: str, lease_s: float) -> None:
     """One replica: the real composition root with the drill's handlers, until SIGTERM."""
+    from schedule_grpc.app import build
     from schedule_grpc.settings import Settings
-    from server import build
 
     settings = Settings(
         database_url=url,

@@ -55,8 +55,16 @@ class SmtpConfig:
 class Alerts(Protocol):
     """Somewhere alerts go."""
 
+    def start(self) -> None:
+        """Starts delivering (a thread of its own, if it has one)."""
+        ...
+
     def send(self, email: Email) -> None:
         """Queues ``email``; never blocks and never raises."""
+        ...
+
+    def stop(self) -> None:
+        """Delivers what is queued, for a short while, then stops."""
         ...
 
 
@@ -72,6 +80,12 @@ def summary(body: str) -> str:
 
 class LogAlerts:
     """Alerts when no SMTP server is configured: a short warning in the log (the full text is the email's)."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
     def send(self, email: Email) -> None:
         short = summary(scrub_text(email.body))

@@ -1,26 +1,19 @@
-"""The observing parts of one replica, wired together: metrics, the event feed and watches,
-retention, and the HTTP server for /metrics and /status."""
+"""The observing parts of one replica, started and stopped together: metrics, the execution-event counter,
+the event feed and its watches (built in ``schedule_grpc.app``), and the HTTP server for /metrics and /status."""
 
 from __future__ import annotations
 
 import logging
-
-from sqlalchemy import Engine
+import threading
+from typing import Protocol
 
 from schedule_grpc.domain.caller import Caller, Role
-from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.models import Execution, ExecutionStatus
-from schedule_grpc.observability.metrics import DatabaseCollector, EventCounter, Metrics
+from schedule_grpc.observability.metrics import EventCounter, Metrics
 from schedule_grpc.observability.status_page import StatusPage
 from schedule_grpc.observability.watch import EventFeed, Watches
 from schedule_grpc.observability.web import ObservabilityServer
-from schedule_grpc.settings import Settings
-from schedule_grpc.store.events import EVENTS_CHANNEL, EventStore
-from schedule_grpc.store.notify import COUNTER_LOCK_KEY, Listener
-from schedule_grpc.store.observations import ObservationStore
-from schedule_grpc.store.retention import RetentionStore
-from schedule_grpc.usecases.retention import TASK_NAME, Retention, RetentionPolicy
-from schedule_grpc.usecases.tasks import Tasks
+from schedule_grpc.usecases.retention import TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +29,47 @@ _DELETED = {
 STATUS_PAGE_VIEWER = Caller("(status page)", Role.SERVICE)
 
 
-class Observability:
-    """Built before the API (the retention handler and the interceptor need it), served after it."""
+class EventListener(Protocol):
+    """Wakes the event feed on each notification and elects the replica that counts the events."""
 
-    def __init__(self, settings: Settings, engine: Engine, clock: Clock) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.events = EventStore(engine)
-        self.observations = ObservationStore(engine)
-        self.feed = EventFeed()
-        self.listener = (
-            Listener(engine, EVENTS_CHANNEL, self.feed.wake, lock_key=COUNTER_LOCK_KEY)
-            if self.events.notifies
-            else None
-        )
-        self.counter = EventCounter(
-            self.events, self.metrics, lambda: self.counter_active, existing_tasks=self.observations.existing_tasks
-        )
-        self.watch = Watches(
-            self.events,
-            self.feed,
-            poll_s=settings.watch_poll_s,
-            heartbeat_s=settings.watch_heartbeat_s,
-            max_streams=settings.watch_max_streams,
-        )
-        self.retention = Retention(
-            RetentionStore(engine),
-            self.events,
-            RetentionPolicy.from_settings(settings),
-            clock,
-            on_deleted=lambda table, rows: self.metrics.retention_deleted.labels(table).inc(rows),
-        )
-        self.metrics.registry.register(DatabaseCollector(self.observations))
-        self._clock = clock
-        self.http: ObservabilityServer | None = None
+    ready: threading.Event
+
+    @property
+    def holds_lock(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Alone:
+    """The event listener of a replica with no one to hear from (SQLite: one replica, watchers poll): it
+    counts the events itself."""
+
+    holds_lock = True
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.ready.set()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Observability:
+    """Built before the API (the executor reports to ``recorded``, the interceptor counts into ``metrics``)."""
+
+    def __init__(
+        self, metrics: Metrics, feed: EventFeed, watch: Watches, counter: EventCounter, listener: EventListener
+    ) -> None:
+        self.metrics = metrics
+        self.feed = feed
+        self.watch = watch
+        self.counter = counter
+        self.listener = listener
 
     def recorded(self, execution: Execution, _seconds: float) -> None:
         """Called by this replica's executor for each execution it records: the built-in retention task's
@@ -86,34 +86,16 @@ class Observability:
     def counter_active(self) -> bool:
         """Whether this replica is the one counting execution events: with SQLite there is one replica,
         and it counts; with Postgres, the holder of the counter lock."""
-        return self.listener.holds_lock if self.listener is not None else True
-
-    def serve_http(self, tasks: Tasks) -> None:
-        """Binds /metrics and /status on SCHEDULE_METRICS_ADDRESS (unless it is empty)."""
-        if not self.settings.metrics_address:
-            return
-        # Nobody is authenticated on this port: with credentials configured, the page shows what any
-        # service caller sees of others' tasks (existence, schedule, state, outcomes), never errors.
-        closed = bool(self.settings.auth_tokens or self.settings.grpc_tls_client_ca_file)
-        page = StatusPage(tasks, self.observations, self._clock, viewer=STATUS_PAGE_VIEWER if closed else None)
-        self.http = ObservabilityServer(
-            self.settings.metrics_address,
-            self.metrics.registry,
-            before_scrape=self.counter.catch_up,
-            status_page=page.render,
-        )
+        return self.listener.holds_lock
 
     def start(self) -> None:
-        if self.listener is not None:
-            self.listener.start()
-            if not self.listener.ready.wait(LISTENER_READY_S):
-                log.warning("event listener not connected yet; watchers poll meanwhile")
+        self.listener.start()
+        if not self.listener.ready.wait(LISTENER_READY_S):
+            log.warning("event listener not connected yet; watchers poll meanwhile")
         try:
             self.counter.catch_up()  # the counting replica starts from here
         except Exception:
             log.exception("could not start counting execution events")
-        if self.http is not None:
-            self.http.start()
 
     def end_streams(self) -> None:
         """Ends every WatchExecutions stream (first step of a shutdown)."""
@@ -121,7 +103,11 @@ class Observability:
 
     def stop(self) -> None:
         self.feed.stop()
-        if self.http is not None:
-            self.http.stop()
-        if self.listener is not None:
-            self.listener.stop()
+        self.listener.stop()
+
+
+def metrics_server(address: str, observability: Observability, page: StatusPage) -> ObservabilityServer:
+    """/metrics and /status on ``address``."""
+    return ObservabilityServer(
+        address, observability.metrics.registry, before_scrape=observability.counter.catch_up, status_page=page.render
+    )

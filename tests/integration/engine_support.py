@@ -47,16 +47,11 @@ def make_replica(
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
-    scheduling: list[SchedulingEngine] = []
-
-    def changed(name: str) -> None:
-        for engine in scheduling:
-            engine.task_changed(name)
-
-    store = TaskStore(db, on_change=changed)
+    # as schedule_grpc.app wires it: the engine reads the tasks through a store of its own, and the use
+    # cases' store tells it of each change
     engine = SchedulingEngine(
         database=db,
-        tasks=store,
+        tasks=TaskStore(db),
         occurrences=OccurrenceStore(db),
         lock=lock or lock_for(db),
         lease=lease_for(db),
@@ -70,7 +65,7 @@ def make_replica(
         grace_s=grace_s,
         max_catchup_rows=max_catchup_rows,
     )
-    scheduling.append(engine)
+    store = TaskStore(db, on_change=engine.task_changed)
     service = Tasks(store, ExecutionStore(db), default_registry(), clock)
     return Replica(engine, service, wakeups)
 
