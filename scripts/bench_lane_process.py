@@ -1,8 +1,8 @@
 """For the benchmark only: the remote lane's event loop in a child process instead of a thread.
 
-Same interface as ``schedule_grpc.remote_lane.RemoteLane`` (start, prepare, submit, run, stop); ``bench_remote.py``
-swaps it in when ``BENCH_REMOTE_LOOP=process``, so ``bench_executor.py`` can compare where the loop
-runs by the RPC latency served beside a burst. Each execution is one pipe message each way.
+Same interface as ``schedule_grpc.execution.remote_lane.RemoteLane`` (start, prepare, submit, run,
+stop); ``bench_remote.py`` swaps it in when ``BENCH_REMOTE_LOOP=process``, so ``bench_executor.py`` can
+compare where the loop runs by the RPC latency served beside a burst. Each execution is one pipe message each way.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from schedule_grpc.execution.runner import Attempt, call_remote
 from schedule_grpc.handlers.base import HandlerContext, RemoteHandler
-from schedule_grpc.runner import Attempt, call_remote
 
 
 class RemoteRun:

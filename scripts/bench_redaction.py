@@ -20,9 +20,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from unittest import mock
 
-from schedule_grpc import secrets
 from schedule_grpc.api import convert
-from schedule_grpc.models import ExecutionStatus, Outcome, Task
+from schedule_grpc.domain.models import ExecutionStatus, Outcome, Task
+from schedule_grpc.security import secrets
 
 METADATA = {
     "url": "https://billing.example.com/hooks/tick?page=2&api_key=k-123456",

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import server
-from schedule_grpc import logs
+from schedule_grpc.app import build
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.observability import logs
 from schedule_grpc.settings import Settings
 
 
@@ -91,16 +91,16 @@ def main() -> int:
     if os.environ.get("BENCH_REMOTE_LOOP") == "process":
         from bench_lane_process import ProcessRemoteLane
 
-        import schedule_grpc.executor
+        import schedule_grpc.execution.executor
 
-        setattr(schedule_grpc.executor, "RemoteLane", ProcessRemoteLane)  # noqa: B010 - swapped for the comparison
+        setattr(schedule_grpc.execution.executor, "RemoteLane", ProcessRemoteLane)  # noqa: B010 - swapped for the comparison
     registry = default_registry(settings)
     registry.register(BenchPost())
     registry.register(BenchPostLocal())
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    service = server.build(settings, handlers=registry)
+    service = build(settings, handlers=registry)
     service.start()
     stop.wait()
     service.stop()

@@ -40,14 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drill_handlers import DrillNoop, DrillRemoteWork, DrillWork
 
-from schedule_grpc.alerts import LogAlerts
-from schedule_grpc.clock import SystemClock
-from schedule_grpc.executor import Executor, ExecutorConfig
+from schedule_grpc.domain.clock import SystemClock
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, OverlapPolicy, RetryPolicy, Task, Trigger
+from schedule_grpc.execution.alerts import LogAlerts
+from schedule_grpc.execution.executor import Executor, ExecutorConfig
+from schedule_grpc.execution.lifecycle import Decision
+from schedule_grpc.execution.runner import Attempt
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.ids import new_id
-from schedule_grpc.lifecycle import Decision
-from schedule_grpc.models import Execution, ExecutionStatus, OverlapPolicy, RetryPolicy, Task, Trigger
-from schedule_grpc.runner import Attempt
 from schedule_grpc.store import db
 from schedule_grpc.store.queue import Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore
@@ -59,8 +59,8 @@ def registry() -> HandlerRegistry:
 
 def replica_main(url: str, lease_s: float) -> None:
     """One replica: the real composition root with the drill's handlers, until SIGTERM."""
+    from schedule_grpc.app import build
     from schedule_grpc.settings import Settings
-    from server import build
 
     settings = Settings(
         database_url=url,

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 
+from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers.base import HandlerContext, Lane
-from schedule_grpc.models import JSON
 
 
 class DrillWork:

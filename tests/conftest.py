@@ -19,9 +19,9 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from schedule_grpc.app import Replica, build
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import db
-from server import Service, build
 from tests.support import FakeClock, Webhook
 
 POSTGRES_URL = os.environ.get("SCHEDULE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -102,7 +102,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def service(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def service(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     """A real replica serving on 127.0.0.1 at a free port."""
     # The API tests move a fake clock; the scheduling engine (wall-clock loop) has its own tests.
     settings = Settings(
@@ -120,7 +120,7 @@ def service(database_url: str, clock: FakeClock) -> Iterator[Service]:
 
 
 @pytest.fixture
-def channel(service: Service) -> Iterator[grpc.Channel]:
+def channel(service: Replica) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{service.port}") as ch:
         yield ch
 

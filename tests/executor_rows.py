@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, insert, select, update
 
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Trigger
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import dead_letters, scheduled_tasks, task_executions
 

@@ -22,8 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import HandlerContext
+from schedule_grpc.security.egress import EgressPolicy
 
 # Handlers under test call real servers on loopback, which the default policy refuses.
 LOOPBACK = EgressPolicy.parse(allow=["127.0.0.0/8", "::1/128"])

@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from schedule_grpc import caller as callers
 from schedule_grpc.api.status import ServerInterceptor
+from schedule_grpc.domain import caller as callers
 
 log = logging.getLogger("schedule_grpc.access")
 

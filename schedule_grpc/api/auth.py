@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from schedule_grpc.caller import Caller, Role
-from schedule_grpc.errors import Unauthenticated
+from schedule_grpc.domain.caller import Caller, Role
+from schedule_grpc.domain.errors import Unauthenticated
 from schedule_grpc.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from schedule_grpc import caller as callers
 from schedule_grpc.api.status import ServerInterceptor
-from schedule_grpc.errors import ResourceExhausted
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain.errors import ResourceExhausted
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -41,7 +41,7 @@ REFUSAL_THREADS = 2
 ANONYMOUS = "(anonymous)"
 
 
-class HealthService(health.HealthServicer):
+class Health(health.HealthServicer):
     """grpc.health.v1 with ``List``, ``Watch`` messages only on a change, and watches ended on shutdown.
 
     ``Watch`` is non-blocking: it holds no server thread between messages.
@@ -157,7 +157,7 @@ class CapacityRouter(ServerInterceptor):
     metrics with probes, and its non-blocking ``Watch`` must reach the server unwrapped.
     """
 
-    def __init__(self, health_servicer: HealthService, long_calls: LongCalls) -> None:
+    def __init__(self, health_servicer: Health, long_calls: LongCalls) -> None:
         self.probe_pool = futures.ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="grpc-probe")
         self.reflection_pool = futures.ThreadPoolExecutor(
             max_workers=REFLECTION_THREADS, thread_name_prefix="grpc-reflection"
@@ -213,9 +213,7 @@ def _in_pool(behaviour: Callable[..., Any], pool: futures.ThreadPoolExecutor) ->
     return run
 
 
-def _health_handlers(
-    servicer: HealthService, pool: futures.ThreadPoolExecutor
-) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+def _health_handlers(servicer: Health, pool: futures.ThreadPoolExecutor) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     handlers = {
         "Check": grpc.unary_unary_rpc_method_handler(
             servicer.Check,

@@ -8,11 +8,19 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 
-from schedule_grpc import secrets
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import (
+    DeadLetter,
+    ErrorCategory,
+    Execution,
+    ExecutionStatus,
+    OverlapPolicy,
+    Task,
+    Trigger,
+)
+from schedule_grpc.domain.validation import NewTask, RetryPolicyInput
 from schedule_grpc.handlers.base import Handler
-from schedule_grpc.models import DeadLetter, ErrorCategory, Execution, ExecutionStatus, OverlapPolicy, Task, Trigger
-from schedule_grpc.validation import NewTask, RetryPolicyInput
+from schedule_grpc.security import secrets
 
 _STATUS = {
     ExecutionStatus.PENDING: pb.EXECUTION_STATUS_PENDING,

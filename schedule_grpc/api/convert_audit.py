@@ -7,8 +7,8 @@ from typing import Any
 from schedule.v1 import schedule_service_pb2 as pb
 
 from schedule_grpc.api.convert import _struct, from_timestamp, timestamp
-from schedule_grpc.audit import AuditAction, AuditEntry, AuditFilter
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.audit import AuditAction, AuditEntry, AuditFilter
+from schedule_grpc.domain.errors import InvalidArgument
 
 _ACTION = {
     AuditAction.REGISTERED: pb.AUDIT_ACTION_REGISTERED,

@@ -8,10 +8,10 @@ from typing import Any
 from schedule.v1 import schedule_service_pb2 as pb
 
 from schedule_grpc.api.convert import _CATEGORY, _STATUS, _TRIGGER, from_timestamp, optional_timestamp, timestamp
-from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.events import EventFilter, EventKind, ExecutionEvent
-from schedule_grpc.history import HistoryFilter
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.events import EventFilter, EventKind, ExecutionEvent
+from schedule_grpc.domain.history import HistoryFilter
+from schedule_grpc.domain.models import ExecutionStatus
 
 _STATUS_FROM_PB = {v: k for k, v in _STATUS.items()}
 _KIND = {

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from schedule_grpc import caller as callers
 from schedule_grpc.api import auth
 from schedule_grpc.api.limits import RateLimiter
 from schedule_grpc.api.status import ServerInterceptor, to_status
-from schedule_grpc.caller import Caller, Role
-from schedule_grpc.errors import PermissionDenied, ResourceExhausted, ScheduleError, Unauthenticated, excerpt
+from schedule_grpc.domain import caller as callers
+from schedule_grpc.domain.caller import Caller, Role
+from schedule_grpc.domain.errors import PermissionDenied, ResourceExhausted, ScheduleError, Unauthenticated, excerpt
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]

@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 
-from schedule_grpc import logs
 from schedule_grpc.api.status import ServerInterceptor
-from schedule_grpc.metrics import Metrics
+from schedule_grpc.observability import logs
+from schedule_grpc.observability.metrics import Metrics
 
 
 def _code(context: grpc.ServicerContext, failed: bool) -> str:

@@ -12,35 +12,35 @@ from grpc_reflection.v1alpha import reflection
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.api.capacity import CachedChain, CapacityRouter, HealthService, LongCalls
+from schedule_grpc.api.capacity import CachedChain, CapacityRouter, Health, LongCalls
 from schedule_grpc.api.health import SERVICE_NAME
 from schedule_grpc.api.servicer import ScheduleServicer
 from schedule_grpc.api.status import ErrorInterceptor
-from schedule_grpc.audit import AuditTrail
-from schedule_grpc.queue_service import QueueService
-from schedule_grpc.service import TaskService
-from schedule_grpc.watch import WatchService
+from schedule_grpc.observability.watch import Watches
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.executions import Executions
+from schedule_grpc.usecases.tasks import Tasks
 
 
 def create_server(
-    tasks: TaskService,
+    tasks: Tasks,
     address: str,
     *,
     max_workers: int = 16,
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
-    queue: QueueService | None = None,
+    queue: Executions | None = None,
     credentials: grpc.ServerCredentials | None = None,
-    watch: WatchService | None = None,
+    watch: Watches | None = None,
     long_calls: LongCalls | None = None,
     audit: AuditTrail | None = None,
-) -> tuple[grpc.Server, int, HealthService]:
+) -> tuple[grpc.Server, int, Health]:
     """Builds (not starts) the server bound to ``address``; returns it, the bound port and its health servicer.
 
     Port 0 binds a free port (tests). With ``credentials`` the port speaks TLS. ``max_workers`` threads serve
     the short calls; health, reflection and the long calls (``long_calls``) have threads of their own.
     """
     long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
-    health_servicer = HealthService()
+    health_servicer = Health()
     router = CapacityRouter(health_servicer, long_calls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),

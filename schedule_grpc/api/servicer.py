@@ -1,4 +1,8 @@
-"""The schedule.v1.ScheduleService servicer: parse, call one use case, convert."""
+"""The schedule.v1.ScheduleService servicer: parse, call one use case as the caller, convert.
+
+The caller is the one ``api.guard.CallGuard`` authenticated and set for the length of the call
+(``domain.caller.current``); each method passes it to the use case explicitly.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from schedule_grpc.api import convert, convert_audit, convert_history
 from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
-from schedule_grpc.audit import AuditTrail
-from schedule_grpc.errors import Unavailable, Unimplemented
-from schedule_grpc.models import Execution, ExecutionStatus
-from schedule_grpc.queue_service import QueueService
-from schedule_grpc.service import TaskService
-from schedule_grpc.watch import WatchService
+from schedule_grpc.domain.caller import current as caller
+from schedule_grpc.domain.errors import Unavailable, Unimplemented
+from schedule_grpc.domain.models import Execution, ExecutionStatus
+from schedule_grpc.observability.watch import Watches
+from schedule_grpc.usecases.audit import AuditTrail
+from schedule_grpc.usecases.executions import Executions
+from schedule_grpc.usecases.tasks import Tasks
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
@@ -24,9 +29,9 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
 
     def __init__(
         self,
-        tasks: TaskService,
-        queue: QueueService | None = None,
-        watch: WatchService | None = None,
+        tasks: Tasks,
+        queue: Executions | None = None,
+        watch: Watches | None = None,
         long_calls: LongCalls | None = None,
         audit: AuditTrail | None = None,
     ) -> None:
@@ -36,13 +41,13 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         self._long_calls = long_calls or LongCalls(per_replica=16, per_caller=4)
         self._audit = audit
 
-    def _operations(self) -> QueueService:
+    def _operations(self) -> Executions:
         if self._queue is None:
             raise Unimplemented("this server runs no executor", reason="EXECUTOR_UNAVAILABLE")
         return self._queue
 
     def RegisterTask(self, request: pb.RegisterTaskRequest, context: grpc.ServicerContext) -> pb.RegisterTaskResponse:
-        task = self._tasks.register(convert.new_task_from_pb(request))
+        task = self._tasks.register(caller(), convert.new_task_from_pb(request))
         return pb.RegisterTaskResponse(
             task=convert.task_to_pb(task), message=f"Task {task.name} registered successfully"
         )
@@ -50,28 +55,30 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def UnregisterTask(
         self, request: pb.UnregisterTaskRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterTaskResponse:
-        self._tasks.unregister(request.name, cancel_running=request.cancel_running)
+        self._tasks.unregister(caller(), request.name, cancel_running=request.cancel_running)
         return pb.UnregisterTaskResponse(message=f"Task {request.name} unregistered")
 
     def EnableTask(self, request: pb.EnableTaskRequest, context: grpc.ServicerContext) -> pb.EnableTaskResponse:
-        task = self._tasks.enable(request.name)
+        task = self._tasks.enable(caller(), request.name)
         return pb.EnableTaskResponse(message=f"Task {task.name} enabled", task=convert.task_to_pb(task))
 
     def DisableTask(self, request: pb.DisableTaskRequest, context: grpc.ServicerContext) -> pb.DisableTaskResponse:
-        task = self._tasks.disable(request.name, cancel_running=request.cancel_running)
+        task = self._tasks.disable(caller(), request.name, cancel_running=request.cancel_running)
         return pb.DisableTaskResponse(message=f"Task {task.name} disabled", task=convert.task_to_pb(task))
 
     def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(task=convert.task_to_pb(self._tasks.get(request.name)))
+        return pb.GetTaskResponse(task=convert.task_to_pb(self._tasks.get(caller(), request.name)))
 
     def ListTasks(self, request: pb.ListTasksRequest, context: grpc.ServicerContext) -> pb.ListTasksResponse:
-        page = self._tasks.list(page_size=request.page_size, page_token=request.page_token)
+        page = self._tasks.list(caller(), page_size=request.page_size, page_token=request.page_token)
         return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in page.items], next_page_token=page.next_token)
 
     def RunTaskNow(self, request: pb.RunTaskNowRequest, context: grpc.ServicerContext) -> pb.RunTaskNowResponse:
         with self._long_calls.hold(_peer(context)):
             # is_active: a client that cancels or goes away frees this thread within one wait step
-            execution = self._tasks.run_now(request.name, wait_s=context.time_remaining(), is_active=context.is_active)
+            execution = self._tasks.run_now(
+                caller(), request.name, wait_s=context.time_remaining(), is_active=context.is_active
+            )
         success = execution.status is ExecutionStatus.SUCCESS
         message = (
             f"Task {request.name} executed successfully"
@@ -85,6 +92,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     ) -> pb.GetTaskHistoryResponse:
         full = convert_audit.full_view(request)
         page = self._tasks.history(
+            caller(),
             request.name,
             limit=request.limit,
             page_token=request.page_token,
@@ -100,6 +108,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     ) -> pb.GetRecentExecutionsResponse:
         full = convert_audit.full_view(request)
         page = self._tasks.recent(
+            caller(),
             limit=request.limit,
             page_token=request.page_token,
             selector=convert_history.recent_filter_from_pb(request),
@@ -118,7 +127,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def InitializeDefaultTasks(
         self, request: pb.InitializeDefaultTasksRequest, context: grpc.ServicerContext
     ) -> pb.InitializeDefaultTasksResponse:
-        tasks = self._tasks.initialize_defaults()
+        tasks = self._tasks.initialize_defaults(caller())
         return pb.InitializeDefaultTasksResponse(
             message="Default tasks initialized", tasks=[convert.task_to_pb(t) for t in tasks]
         )
@@ -133,7 +142,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def CancelExecution(
         self, request: pb.CancelExecutionRequest, context: grpc.ServicerContext
     ) -> pb.CancelExecutionResponse:
-        execution = self._operations().cancel(request.execution_id)
+        execution = self._operations().cancel(caller(), request.execution_id)
         return pb.CancelExecutionResponse(
             execution=convert.execution_to_pb(execution), message=f"Execution {execution.id} cancelled"
         )
@@ -142,7 +151,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         self, request: pb.ListDeadLettersRequest, context: grpc.ServicerContext
     ) -> pb.ListDeadLettersResponse:
         page = self._operations().dead_letters(
-            task_name=request.task_name, page_size=request.page_size, page_token=request.page_token
+            caller(), task_name=request.task_name, page_size=request.page_size, page_token=request.page_token
         )
         return pb.ListDeadLettersResponse(
             dead_letters=[convert.dead_letter_to_pb(d) for d in page.items], next_page_token=page.next_token
@@ -151,7 +160,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def RedriveDeadLetter(
         self, request: pb.RedriveDeadLetterRequest, context: grpc.ServicerContext
     ) -> pb.RedriveDeadLetterResponse:
-        execution = self._operations().redrive(request.id)
+        execution = self._operations().redrive(caller(), request.id)
         return pb.RedriveDeadLetterResponse(
             execution=convert.execution_to_pb(execution),
             message=f"Dead letter {request.id} redriven as execution {execution.id}",
@@ -160,7 +169,7 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     def DiscardDeadLetter(
         self, request: pb.DiscardDeadLetterRequest, context: grpc.ServicerContext
     ) -> pb.DiscardDeadLetterResponse:
-        self._operations().discard(request.id)
+        self._operations().discard(caller(), request.id)
         return pb.DiscardDeadLetterResponse(message=f"Dead letter {request.id} discarded")
 
     def ListAuditEntries(
@@ -183,7 +192,9 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
         watch = self._watch
         with self._long_calls.hold(_peer(context)):
             context.add_callback(watch.wake)  # a cancelled stream gives its thread back at once
-            for item in watch.watch(convert_history.event_filter_from_pb(request), request.cursor, context.is_active):
+            for item in watch.watch(
+                caller(), convert_history.event_filter_from_pb(request), request.cursor, context.is_active
+            ):
                 event = convert_history.event_to_pb(item.event) if item.event else None
                 yield pb.WatchExecutionsResponse(event=event, cursor=item.cursor)
         if watch.stopping:  # the server is going away: UNAVAILABLE tells the client to reconnect, from its cursor

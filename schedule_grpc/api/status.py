@@ -10,7 +10,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from schedule_grpc import errors
+from schedule_grpc.domain import errors
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import analytics, backup, platform
 from schedule_grpc.store.platform_tables import platform_metadata
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.domain.models import JSON, ErrorCategory
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
+from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.models import JSON
 from schedule_grpc.store import platform
 
 DEFAULT_BATCH = 1000

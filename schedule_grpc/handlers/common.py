@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.models import JSON
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON
 from schedule_grpc.store.platform import is_identifier
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from schedule_grpc.egress import EgressPolicy
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, local_http, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.security.egress import EgressPolicy
 from schedule_grpc.store import platform
 
 DEFAULT_MAX_ROWS = 10_000

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from schedule_grpc.egress import EgressPolicy
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.outbound import (
     CONNECTION_LIMIT,
@@ -37,7 +37,7 @@ from schedule_grpc.handlers.outbound import (
     read_bounded,
     safe_url,
 )
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.security.egress import EgressPolicy
 
 __all__ = ["MAX_BODY_CHARS", "HttpHandler"]
 

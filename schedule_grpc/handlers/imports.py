@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from schedule_grpc.egress import EgressPolicy
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, local_http
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.security.egress import EgressPolicy
 from schedule_grpc.store import imports, platform
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
@@ -250,7 +250,7 @@ class ImportAllSourcesHandler:
         self.importers = dict(importers)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
-        from schedule_grpc.errors import InvalidArgument
+        from schedule_grpc.domain.errors import InvalidArgument
 
         for key, importer in self.importers.items():
             sub = metadata.get(key, {})

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
-from schedule_grpc.egress import EgressDenied, EgressPolicy
+from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.models import ErrorCategory
+from schedule_grpc.security.egress import EgressDenied, EgressPolicy
 
 
 class GuardedBackend(httpcore.SyncBackend):

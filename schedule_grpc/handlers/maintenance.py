@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.models import JSON
-from schedule_grpc.retention import TASK_NAME, RetentionPolicy, RetentionService
 from schedule_grpc.store import platform
 from schedule_grpc.store.events import EventStore
 from schedule_grpc.store.retention import RetentionStore
+from schedule_grpc.usecases.retention import TASK_NAME, Retention, RetentionPolicy
 
 _KNOWN = frozenset({"description", "category"})
 
@@ -54,9 +54,7 @@ class HistoryCleanupHandler:
 
     def run(self, context: HandlerContext) -> JSON:
         with platform.connect(self.database_url) as engine:
-            retention = RetentionService(
-                RetentionStore(engine), EventStore(engine), self.policy, _At(context.scheduled_for)
-            )
+            retention = Retention(RetentionStore(engine), EventStore(engine), self.policy, _At(context.scheduled_for))
             report = retention.run()
         return {
             "deletedExecutions": report.task_executions,

@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import grpc as grpc_lib
 
-from schedule_grpc.egress import EgressDenied, EgressPolicy
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.grpc import probe_health
 from schedule_grpc.handlers.outbound import OnSessions, Sessions, denial_in, read_bounded, safe_url
-from schedule_grpc.models import JSON, ErrorCategory
+from schedule_grpc.security.egress import EgressDenied, EgressPolicy
 from schedule_grpc.store import platform
 
 SCHEMES = ("grpc", "grpcs", "http", "https")

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from schedule_grpc.egress import EgressDenied, EgressPolicy
+from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.models import JSON
+from schedule_grpc.security.egress import EgressDenied, EgressPolicy
 
 # One TLS context per process: building one loads the CA bundle (~50 ms of CPU).
 TLS: ssl.SSLContext = ssl.create_default_context()

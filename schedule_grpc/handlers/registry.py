@@ -16,8 +16,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
-from schedule_grpc.egress import EgressPolicy
 from schedule_grpc.handlers.base import Handler
+from schedule_grpc.security.egress import EgressPolicy
 from schedule_grpc.settings import Settings, SettingsError
 
 ENTRY_POINT_GROUP = "schedule_grpc.handlers"
@@ -45,33 +45,27 @@ class HandlerRegistry:
 
 
 def builtin_handlers(settings: Settings) -> list[Handler]:
-    """The ``http`` and ``grpc`` handlers and the seed's 13, configured from ``settings``."""
+    """The ``http`` and ``grpc`` handlers, the seed's 13 and the retention task's, configured from ``settings``."""
     from schedule_grpc.handlers.analytics import BackupDatabaseHandler, UpdateAnalyticsHandler
     from schedule_grpc.handlers.cleanup import cleanup_handlers
     from schedule_grpc.handlers.embeddings import embeddings_handlers
     from schedule_grpc.handlers.grpc import GrpcHandler
     from schedule_grpc.handlers.http import HttpHandler
-    from schedule_grpc.handlers.imports import ImportAllSourcesHandler, ImportMcpServersHandler, ImportPublicApisHandler
+    from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
     from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
     from schedule_grpc.handlers.tables import allowed_tables, parse_handler_tables
     from schedule_grpc.handlers.verification import VerifyImportedDataHandler
     from schedule_grpc.store.platform_tables import platform_metadata
+    from schedule_grpc.usecases.retention import RetentionPolicy
 
     service_db = settings.database_url
     platform_db = settings.platform_database_url or settings.database_url
-    timeout = settings.handler_http_timeout_s
     try:
         targets = parse_targets(settings.health_check_targets)
     except ValueError as error:
         raise SettingsError(f"SCHEDULE_HEALTH_CHECK_TARGETS={settings.health_check_targets!r}: {error}") from None
     allowed = parse_handler_tables(settings.handler_tables)
     egress = egress_policy(settings)
-    mcp = ImportMcpServersHandler(
-        database_url=platform_db, registry_url=settings.mcp_registry_url, timeout_s=timeout, egress=egress
-    )
-    apis = ImportPublicApisHandler(
-        database_url=platform_db, url=settings.public_apis_url, timeout_s=timeout, egress=egress
-    )
     return [
         HttpHandler(egress=egress, connections=settings.executor_remote_concurrency),
         GrpcHandler(egress=egress),
@@ -84,7 +78,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
             model=settings.embeddings_model,
             api_key=settings.embeddings_api_key,
             batch_size=settings.embeddings_batch_size,
-            timeout_s=timeout,
+            timeout_s=settings.handler_http_timeout_s,
         ),
         UpdateAnalyticsHandler(
             service_database_url=service_db,
@@ -103,11 +97,24 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
             threshold=settings.rate_limit_threshold,
             allowed_tables=allowed_tables("check-rate-limits", ["rate_limit_usage"], allowed),
         ),
-        mcp,
-        apis,
-        ImportAllSourcesHandler(importers={"mcpServers": mcp, "publicApis": apis}),
+        *import_handlers(settings, platform_db, egress),
         VerifyImportedDataHandler(database_url=platform_db),
+        HistoryCleanupHandler(service_db, RetentionPolicy.from_settings(settings)),
     ]
+
+
+def import_handlers(settings: Settings, database_url: str, egress: EgressPolicy) -> list[Handler]:
+    """The importers of MCP servers and public APIs, and the one that runs both."""
+    from schedule_grpc.handlers.imports import ImportAllSourcesHandler, ImportMcpServersHandler, ImportPublicApisHandler
+
+    timeout = settings.handler_http_timeout_s
+    mcp = ImportMcpServersHandler(
+        database_url=database_url, registry_url=settings.mcp_registry_url, timeout_s=timeout, egress=egress
+    )
+    apis = ImportPublicApisHandler(
+        database_url=database_url, url=settings.public_apis_url, timeout_s=timeout, egress=egress
+    )
+    return [mcp, apis, ImportAllSourcesHandler(importers={"mcpServers": mcp, "publicApis": apis})]
 
 
 def egress_policy(settings: Settings) -> EgressPolicy:

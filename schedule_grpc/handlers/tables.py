@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store.platform import is_identifier
 
 T = TypeVar("T")

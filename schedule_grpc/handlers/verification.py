@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
 from schedule_grpc.store import imports, platform
 
 # table -> (import source, required fields, URL fields, a field that must be unique besides the name)

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Engine, RowMapping, insert, literal, select, tuple_
 
-from schedule_grpc.audit import AuditAction, AuditEntry, AuditFilter
-from schedule_grpc.history import HistoryKey
+from schedule_grpc.domain.audit import AuditAction, AuditEntry, AuditFilter
+from schedule_grpc.domain.history import HistoryKey
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import audit_entries as a

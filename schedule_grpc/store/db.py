@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeAlias
 
 from alembic import command
 from alembic.config import Config
@@ -16,12 +16,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from schedule_grpc.errors import Unavailable
+from schedule_grpc.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 # Key of the advisory lock that serialises migrations of replicas starting together.
 MIGRATION_LOCK_KEY = 0x5C4ED01E
+
+# The service's database as the rest of the package names it (the word "engine" is the scheduling engine's).
+Database: TypeAlias = Engine
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

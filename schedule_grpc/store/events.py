@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, RowMapping, delete, literal, select, text, tuple_
 
-from schedule_grpc.events import EventFilter, EventKind, ExecutionEvent, Position
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.domain.events import EventFilter, EventKind, ExecutionEvent, Position
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.tables import execution_events as ev
 from schedule_grpc.store.tables import scheduled_tasks as tasks

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Engine, RowMapping, insert, literal, select, tuple_, update
 
-from schedule_grpc.history import HistoryFilter, HistoryKey
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Outcome, Trigger
+from schedule_grpc.domain.history import HistoryFilter, HistoryKey
+from schedule_grpc.domain.models import ErrorCategory, Execution, ExecutionStatus, Outcome, Trigger
 from schedule_grpc.store.db import autocommit, translate_errors
 from schedule_grpc.store.tables import UtcDateTime
 from schedule_grpc.store.tables import scheduled_tasks as t

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from schedule_grpc.models import DeadLetter, Execution, ExecutionStatus
+from schedule_grpc.domain.models import DeadLetter, Execution, ExecutionStatus
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.dead_letters import _from_row as _dead_letter
 from schedule_grpc.store.executions import _from_row

@@ -29,11 +29,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from schedule_grpc import lifecycle
-from schedule_grpc.fairness import Candidate
-from schedule_grpc.ids import new_id
-from schedule_grpc.lifecycle import Decision
-from schedule_grpc.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Task, Trigger
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Outcome, OverlapPolicy, Task, Trigger
+from schedule_grpc.execution import lifecycle
+from schedule_grpc.execution.fairness import Candidate
+from schedule_grpc.execution.lifecycle import Decision
 from schedule_grpc.store.db import among, is_unique_violation, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,8 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from schedule_grpc.errors import AlreadyExists, ResourceExhausted
-from schedule_grpc.models import ExecutionStatus, OverlapPolicy, RetryPolicy, Task
+from schedule_grpc.domain.errors import AlreadyExists
+from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy, RetryPolicy, Task
 from schedule_grpc.store.db import autocommit, is_unique_violation, translate_errors
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
@@ -99,62 +95,6 @@ def _from_row(row: RowMapping) -> Task:
 
 
 # Built once, so SQLAlchemy's compiled-statement cache serves every insert.
-class Quota:
-    """What one owner's tasks may hold together (open mode: every task, owner NULL): a soft cap.
-
-    Each replica keeps each owner's usage, read from the database at most every ``refresh_s`` and counted
-    up by its own registrations, so a registration costs no extra query; registrations of one owner on
-    several replicas at once may pass a bound by what the others added within ``refresh_s``.
-    """
-
-    MAX_OWNERS = 10_000
-
-    def __init__(self, max_tasks: int, max_metadata_bytes: int, *, refresh_s: float = 10.0) -> None:
-        self.max_tasks = max_tasks
-        self.max_metadata_bytes = max_metadata_bytes
-        self._refresh_s = refresh_s
-        self._lock = threading.Lock()
-        self._usage: OrderedDict[str | None, tuple[int, int, float]] = OrderedDict()  # count, bytes, read at
-
-    def admit(self, owner: str | None, new_bytes: int, read: Callable[[str | None], tuple[int, int]]) -> None:
-        """ResourceExhausted when one more task of ``new_bytes`` metadata would pass a bound."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._usage.get(owner)
-        if cached is None or now - cached[2] > self._refresh_s:
-            count, used = read(owner)
-            with self._lock:
-                self._usage[owner] = (count, used, now)
-                self._usage.move_to_end(owner)
-                while len(self._usage) > self.MAX_OWNERS:
-                    self._usage.popitem(last=False)
-        else:
-            count, used, _ = cached
-        who = f"caller {owner!r}" if owner is not None else "the service (open mode)"
-        if count + 1 > self.max_tasks:
-            raise ResourceExhausted(
-                f"{who} owns {count} tasks, the most allowed (SCHEDULE_MAX_TASKS_PER_CALLER); unregister some first",
-                retry_after_s=60.0,
-            )
-        if used + new_bytes > self.max_metadata_bytes:
-            raise ResourceExhausted(
-                f"{who}'s tasks hold {used} bytes of metadata; {new_bytes} more would pass the "
-                f"{self.max_metadata_bytes} allowed (SCHEDULE_MAX_METADATA_BYTES_PER_CALLER)",
-                retry_after_s=60.0,
-            )
-
-    def added(self, owner: str | None, new_bytes: int) -> None:
-        with self._lock:
-            cached = self._usage.get(owner)
-            if cached is not None:
-                self._usage[owner] = (cached[0] + 1, cached[1] + new_bytes, cached[2])
-
-    def forget(self, owner: str | None) -> None:
-        """The owner's usage changed (a task was deleted): read it again next time."""
-        with self._lock:
-            self._usage.pop(owner, None)
-
-
 _INSERT = insert(t).values({c.name: bindparam(c.name) for c in t.c})
 # On Postgres the NOTIFY rides on the INSERT: one round trip.
 _INSERT_AND_NOTIFY = select(func.pg_notify(CHANGES_CHANNEL, _INSERT.returning(t.c.name).cte("inserted").c.name))
@@ -186,12 +126,9 @@ class TaskStore:
             count, used = conn.execute(select(func.count(), size).where(mine)).one()
         return int(count), int(used)
 
-    def insert(self, task: Task, quota: Quota | None = None) -> Task:
-        """Stores a new task; AlreadyExists when the name is taken, ResourceExhausted past the owner's quota."""
+    def insert(self, task: Task) -> Task:
+        """Stores a new task; AlreadyExists when the name is taken."""
         row = _to_row(task)
-        size = len(json.dumps(row["metadata"], separators=(",", ":")).encode()) if quota is not None else 0
-        if quota is not None:
-            quota.admit(task.owner, size, self.usage)
         try:
             # one statement (the NOTIFY rides on it): autocommit makes it one round trip, not BEGIN/INSERT/COMMIT
             with translate_errors(), self._reads.connect() as conn:
@@ -200,8 +137,6 @@ class TaskStore:
             if is_unique_violation(error):
                 raise AlreadyExists(f"task {task.name!r} already exists", reason="TASK_EXISTS") from error
             raise
-        if quota is not None:
-            quota.added(task.owner, size)
         self._changed(task.name)
         return task
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from schedule_grpc.api.auth import hash_token
+from schedule_grpc.app import Replica, build
 from schedule_grpc.settings import Settings
-from server import Service, build
 from tests.support import FakeClock
 
 # token -> (caller name, role); the server is configured with their hashes only.
@@ -25,7 +25,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, clock: FakeClock, **settings: Any) -> Iterator[Service]:
+def serve(database_url: str, clock: FakeClock, **settings: Any) -> Iterator[Replica]:
     """A started replica on 127.0.0.1: gRPC and HTTP on free ports; stopped afterwards."""
     values: dict[str, Any] = {
         "database_url": database_url,

@@ -13,9 +13,9 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.store.tables import task_executions
-from server import Service
 from tests.api.helpers import error_details
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
 from tests.executor_rows import ExecutorRows
@@ -26,13 +26,13 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/app/handler.py", l
 
 
 @pytest.fixture
-def secured(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def secured(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(database_url, clock, auth_tokens=AUTH_TOKENS) as service:
         yield service
 
 
 @pytest.fixture
-def stub(secured: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(secured: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
@@ -44,19 +44,19 @@ def _register(stub: pb_grpc.ScheduleServiceStub, name: str, url: str = "http://1
     return stub.RegisterTask(request, metadata=ALPHA).task
 
 
-def _failed_with_traceback(service: Service, clock: FakeClock, task: str) -> str:
-    rows = ExecutorRows(service.engine)
+def _failed_with_traceback(service: Replica, clock: FakeClock, task: str) -> str:
+    rows = ExecutorRows(service.database)
     execution_id = rows.run(task, clock.now() - timedelta(minutes=5), ExecutionStatus.FAILED)
-    with service.engine.begin() as conn:
+    with service.database.begin() as conn:
         conn.execute(update(task_executions).where(task_executions.c.id == execution_id).values(traceback=TRACEBACK))
     return execution_id
 
 
 def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_it(
-    secured: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+    secured: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
 ) -> None:
     _register(stub, "billing")
-    rows = ExecutorRows(secured.engine)
+    rows = ExecutorRows(secured.database)
     failed = _failed_with_traceback(secured, clock, "billing")
     rows.dead_letter(failed, clock.now())
     pending = rows.queue("billing", clock.now() + timedelta(minutes=5))
@@ -95,10 +95,10 @@ def test_unregistered_task_keeps_its_executions_and_the_trail_says_who_deleted_i
 
 
 def test_unregistering_with_cancel_running_stops_the_running_execution_too(
-    secured: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+    secured: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
 ) -> None:
     _register(stub, "billing")
-    rows = ExecutorRows(secured.engine)
+    rows = ExecutorRows(secured.database)
     running = rows.queue("billing", clock.now() - timedelta(minutes=1))
     rows.start(running, clock.now())
 
@@ -109,7 +109,7 @@ def test_unregistering_with_cancel_running_stops_the_running_execution_too(
 
 
 def test_each_change_is_recorded_with_before_and_after_and_listed_by_filter_a_page_at_a_time(
-    secured: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, webhook: Webhook
+    secured: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, webhook: Webhook
 ) -> None:
     _register(stub, "report", url=webhook.url)
     clock.advance(timedelta(minutes=1))
@@ -153,7 +153,7 @@ def test_each_change_is_recorded_with_before_and_after_and_listed_by_filter_a_pa
 
 
 def test_listings_leave_tracebacks_out_unless_the_owner_or_an_admin_asks_for_the_full_view(
-    secured: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+    secured: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
 ) -> None:
     _register(stub, "flaky")
     _failed_with_traceback(secured, clock, "flaky")

@@ -24,11 +24,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Trigger
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import QueueStore
-from server import Service
 from tests.api.helpers import error_details
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
 from tests.support import FakeClock
@@ -37,19 +37,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def secured(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def secured(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(database_url, clock, auth_tokens=AUTH_TOKENS, health_address="127.0.0.1:0") as service:
         yield service
 
 
 @pytest.fixture
-def stub(secured: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(secured: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
 
 @pytest.fixture
-def http(secured: Service) -> Iterator[httpx.Client]:
+def http(secured: Replica) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"http://127.0.0.1:{secured.http_port}", timeout=30) as client:
         yield client
 
@@ -84,7 +84,7 @@ def test_http_calls_without_a_valid_token_are_401(http: httpx.Client) -> None:
     assert http.get("/api/tasks", headers=bearer("alpha-secret")).json() == {"success": True, "count": 0, "tasks": []}
 
 
-def test_health_stays_open_on_both_protocols_and_on_the_probe_port(secured: Service, http: httpx.Client) -> None:
+def test_health_stays_open_on_both_protocols_and_on_the_probe_port(secured: Replica, http: httpx.Client) -> None:
     assert http.get("/api/health").status_code == 200
     for port in (secured.port, secured.health_port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -135,10 +135,10 @@ def test_services_manage_their_own_tasks_and_admins_everyones(
     assert http.delete("/api/tasks/alpha-task", headers=bearer("root-secret")).status_code == 200
 
 
-def test_only_the_owner_or_an_admin_cancels_an_execution(secured: Service, stub: pb_grpc.ScheduleServiceStub) -> None:
+def test_only_the_owner_or_an_admin_cancels_an_execution(secured: Replica, stub: pb_grpc.ScheduleServiceStub) -> None:
     task = _register(stub, "alpha-job", "alpha-secret")
     later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # queued far ahead, so nothing runs it meanwhile
-    queued = QueueStore(secured.engine).enqueue(
+    queued = QueueStore(secured.database).enqueue(
         Execution(
             id=new_id("exec"),
             task_id=task.id,
@@ -156,7 +156,7 @@ def test_only_the_owner_or_an_admin_cancels_an_execution(secured: Service, stub:
         stub.CancelExecution(request, metadata=tuple(bearer("beta-secret").items()))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_details(caught.value)[0] == "NOT_OWNER"
-    still = ExecutionStore(secured.engine).get(queued.id)
+    still = ExecutionStore(secured.database).get(queued.id)
     assert still is not None and still.status is ExecutionStatus.PENDING
     cancelled = stub.CancelExecution(request, metadata=tuple(bearer("alpha-secret").items())).execution
     assert cancelled.status == pb.EXECUTION_STATUS_CANCELLED
@@ -286,7 +286,7 @@ def pki(tmp_path: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def mtls(pki: dict[str, bytes], tmp_path: Path, sqlite_url: str, clock: FakeClock) -> Iterator[Service]:
+def mtls(pki: dict[str, bytes], tmp_path: Path, sqlite_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(
         sqlite_url,
         clock,
@@ -300,7 +300,7 @@ def mtls(pki: dict[str, bytes], tmp_path: Path, sqlite_url: str, clock: FakeCloc
 
 
 def _tls_stub(
-    service: Service, pki: dict[str, bytes], client: str | None
+    service: Replica, pki: dict[str, bytes], client: str | None
 ) -> tuple[grpc.Channel, pb_grpc.ScheduleServiceStub]:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=pki["ca"],
@@ -311,7 +311,7 @@ def _tls_stub(
     return channel, pb_grpc.ScheduleServiceStub(channel)
 
 
-def test_mtls_accepts_a_client_certificate_and_names_the_caller(mtls: Service, pki: dict[str, bytes]) -> None:
+def test_mtls_accepts_a_client_certificate_and_names_the_caller(mtls: Replica, pki: dict[str, bytes]) -> None:
     channel, stub = _tls_stub(mtls, pki, "billing")
     with channel:
         metadata = struct_pb2.Struct()
@@ -330,14 +330,14 @@ def test_mtls_accepts_a_client_certificate_and_names_the_caller(mtls: Service, p
 
 @pytest.mark.parametrize("client", [None, "mallory"])
 def test_mtls_refuses_a_missing_or_foreign_certificate(
-    mtls: Service, pki: dict[str, bytes], client: str | None
+    mtls: Replica, pki: dict[str, bytes], client: str | None
 ) -> None:
     channel, stub = _tls_stub(mtls, pki, client)
     with channel:
         assert _code(lambda: stub.ListTasks(pb.ListTasksRequest(), timeout=10)) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_server_still_serves_http_callers_with_tokens(mtls: Service) -> None:
+def test_mtls_server_still_serves_http_callers_with_tokens(mtls: Replica) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{mtls.http_port}", timeout=30) as http:
         assert http.get("/api/tasks").status_code == 401
         assert http.get("/api/tasks", headers=bearer("alpha-secret")).status_code == 200

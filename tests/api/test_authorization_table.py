@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from server import Service
+from schedule_grpc.app import Replica
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
 from tests.support import FakeClock
 
@@ -47,7 +47,7 @@ DATA_REGISTRATION = {"other": DENIED, "owner": DENIED, "admin": OK}
 
 
 @pytest.fixture
-def secured(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def secured(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     # the table, not the limiters: many refused credentials in a row from one address
     generous = {"rate_limit_burst": 100_000, "expensive_rate_limit_burst": 100_000, "auth_failure_burst": 100_000}
     with serve(database_url, clock, auth_tokens=AUTH_TOKENS, **generous) as service:
@@ -142,7 +142,7 @@ def _snapshot(stub: pb_grpc.ScheduleServiceStub, name: str) -> object:
 
 @pytest.mark.parametrize("kind", ["http", "data"])
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_every_rpc_answers_each_caller_as_the_table_says(secured: Service, kind: str, transport: str) -> None:
+def test_every_rpc_answers_each_caller_as_the_table_says(secured: Replica, kind: str, transport: str) -> None:
     name, handler, owner_token = (
         ("hook", "http", "alpha-secret") if kind == "http" else ("sweep", "cleanup-expired-sessions", "root-secret")
     )

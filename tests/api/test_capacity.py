@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from server import Service
+from schedule_grpc.app import Replica
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
 from tests.support import FakeClock, Webhook
 
@@ -33,7 +33,7 @@ def hanging() -> Iterator[Webhook]:
 
 
 @pytest.fixture
-def service(sqlite_url: str, clock: FakeClock) -> Iterator[Service]:
+def service(sqlite_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(
         sqlite_url,
         clock,
@@ -51,7 +51,7 @@ def service(sqlite_url: str, clock: FakeClock) -> Iterator[Service]:
 
 
 @pytest.fixture
-def channel(service: Service) -> Iterator[grpc.Channel]:
+def channel(service: Replica) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         yield channel
 
@@ -74,7 +74,7 @@ def _wait_for(condition: object, timeout_s: float = 5.0) -> None:
 
 
 def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_callers(
-    service: Service, channel: grpc.Channel, hanging: Webhook
+    service: Replica, channel: grpc.Channel, hanging: Webhook
 ) -> None:
     stub = pb_grpc.ScheduleServiceStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
@@ -89,8 +89,7 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         stub.RunTaskNow.future(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=30)
         for _ in range(PER_CALLER - STREAMS)
     ]
-    assert service.long_calls is not None
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == PER_CALLER)
+    _wait_for(lambda: service.long_calls.held == PER_CALLER)
 
     # the same caller is refused a further long call at once, with a reason
     started = time.monotonic()
@@ -115,7 +114,7 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         assert answer.status_code == 200 and time.monotonic() - started < 0.1  # the HTTP probe too
     # another caller still gets a long call of its own: WatchExecutions is full, but RunTaskNow is not
     other = stub.RunTaskNow.future(pb.RunTaskNowRequest(name="beta-hangs"), metadata=BETA, timeout=30)
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == PER_CALLER + 1)
+    _wait_for(lambda: service.long_calls.held == PER_CALLER + 1)
     with pytest.raises(grpc.RpcError) as caught:
         next(iter(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=BETA, timeout=5)))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -123,32 +122,31 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
     http.close()
     for call in [*streams, *runs, other]:
         call.cancel()  # type: ignore[no-untyped-call]
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=2)
+    _wait_for(lambda: service.long_calls.held == 0, timeout_s=2)
 
 
 def test_run_now_frees_its_thread_when_the_caller_goes_away_or_its_deadline_passes(
-    service: Service, channel: grpc.Channel, hanging: Webhook
+    service: Replica, channel: grpc.Channel, hanging: Webhook
 ) -> None:
     stub = pb_grpc.ScheduleServiceStub(channel)
     _hanging_task(stub, hanging)
-    assert service.long_calls is not None
     call = stub.RunTaskNow.future(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=30)
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == 1)
+    _wait_for(lambda: service.long_calls.held == 1)
     call.cancel()  # type: ignore[no-untyped-call]
     started = time.monotonic()
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=1)
+    _wait_for(lambda: service.long_calls.held == 0, timeout_s=1)
     assert time.monotonic() - started < 0.5
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.RunTaskNow(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=0.5)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    _wait_for(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=0.5)
+    _wait_for(lambda: service.long_calls.held == 0, timeout_s=0.5)
     # the executions carry on: they show in the history
     history = stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="hangs"), metadata=ALPHA).history
     assert len(history) == 2
 
 
-def test_health_lists_its_services_and_watch_sends_only_changes(service: Service, channel: grpc.Channel) -> None:
+def test_health_lists_its_services_and_watch_sends_only_changes(service: Replica, channel: grpc.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     statuses = health.List(health_pb2.HealthListRequest(), timeout=1).statuses
     assert {name: s.status for name, s in statuses.items()} == {
@@ -167,7 +165,7 @@ def test_health_lists_its_services_and_watch_sends_only_changes(service: Service
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_open_reflection_streams_do_not_take_the_probes_threads(service: Service, channel: grpc.Channel) -> None:
+def test_open_reflection_streams_do_not_take_the_probes_threads(service: Replica, channel: grpc.Channel) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     done = threading.Event()

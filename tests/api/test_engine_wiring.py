@@ -12,14 +12,15 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import text
 
+from schedule_grpc.app import Replica, build
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
-from server import Service, build
 from tests.integration.engine_support import FUTURE, until
 from tests.support import FakeClock
 
 
 @pytest.fixture
-def leading(database_url: str) -> Iterator[Service]:
+def leading(database_url: str) -> Iterator[Replica]:
     settings = Settings(
         database_url=database_url,
         grpc_address="127.0.0.1:0",
@@ -30,12 +31,12 @@ def leading(database_url: str) -> Iterator[Service]:
     )
     svc = build(settings, clock=FakeClock(FUTURE))
     svc.start()
-    assert svc.scheduling is not None and svc.scheduling.wait_leader(10)
+    assert isinstance(svc.scheduling, SchedulingEngine) and svc.scheduling.wait_leader(10)
     yield svc
     svc.stop()
 
 
-def test_a_task_registered_through_the_api_is_scheduled_at_once(leading: Service) -> None:
+def test_a_task_registered_through_the_api_is_scheduled_at_once(leading: Replica) -> None:
     # Due within the scheduler's horizon (three reconcile intervals): it gets its job at once.
     metadata = struct_pb2.Struct()
     metadata.update({"url": "http://127.0.0.1:9/"})
@@ -48,11 +49,11 @@ def test_a_task_registered_through_the_api_is_scheduled_at_once(leading: Service
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
     def scheduled() -> bool:
-        with leading.engine.connect() as conn:
+        with leading.database.connect() as conn:
             return (
                 conn.execute(text("SELECT count(*) FROM apscheduler_jobs WHERE id = :i"), {"i": task.id}).scalar() == 1
             )
 
     assert until(scheduled)
-    with leading.engine.connect() as conn:
+    with leading.database.connect() as conn:
         assert conn.execute(text("SELECT replica_id FROM leader_epochs")).scalars().all() == ["api-replica"]

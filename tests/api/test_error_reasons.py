@@ -12,7 +12,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api.http import routes
-from server import Service
+from schedule_grpc.app import Replica
 from tests.api.helpers import error_details
 from tests.api.test_fuzz import (
     FUZZ,
@@ -56,7 +56,7 @@ def _leaks(text: str, *sent: str) -> list[str]:
     token=st.text(max_size=12),
 )
 def test_every_grpc_validation_error_has_a_specific_reason_and_field(
-    fuzzed: Service,
+    fuzzed: Replica,
     name: str,
     schedule: str,
     handler: str,
@@ -104,7 +104,7 @@ def test_every_grpc_validation_error_has_a_specific_reason_and_field(
     query=queries,
 )
 def test_every_http_refusal_has_a_specific_reason_in_our_words(
-    fuzzed: Service, route: routes.Route, verb: str | None, segment: str, body: bytes, query: dict[str, str]
+    fuzzed: Replica, route: routes.Route, verb: str | None, segment: str, body: bytes, query: dict[str, str]
 ) -> None:
     path = routes._VARIABLE.sub(segment or "x", route.template)
     with httpx.Client(base_url=f"http://127.0.0.1:{fuzzed.http_port}", timeout=30) as http:
@@ -120,7 +120,7 @@ def test_every_http_refusal_has_a_specific_reason_in_our_words(
     assert not _leaks(payload["error"], *sent), payload
 
 
-def test_limit_that_is_not_a_number_is_a_bad_parameter_named_limit(fuzzed: Service) -> None:
+def test_limit_that_is_not_a_number_is_a_bad_parameter_named_limit(fuzzed: Replica) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{fuzzed.http_port}", timeout=30) as http:
         payload = http.get("/api/tasks/x/history", params={"limit": "abc"}).json()
     assert payload["reason"] == "BAD_QUERY_PARAMETER" and payload["error"].startswith("limit:"), payload

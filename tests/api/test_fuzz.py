@@ -18,7 +18,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api.http import routes
-from server import Service
+from schedule_grpc.app import Replica
 from tests.api.shim_support import serve
 from tests.support import FakeClock
 
@@ -84,7 +84,7 @@ durations = st.one_of(st.none(), st.integers(-100, 200_000).map(lambda s: durati
 
 
 @pytest.fixture
-def fuzzed(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def fuzzed(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(database_url, clock) as service:
         yield service
 
@@ -117,7 +117,7 @@ def _count(stub: pb_grpc.ScheduleServiceStub) -> int:
     start_seconds=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.just(253402214400)),
 )
 def test_grpc_never_fails_internally_nor_half_writes(
-    fuzzed: Service,
+    fuzzed: Replica,
     name: str,
     schedule: str,
     handler: str,
@@ -234,7 +234,7 @@ authorizations = st.one_of(
     authorization=authorizations,
 )
 def test_http_never_answers_500_nor_half_writes(
-    fuzzed: Service,
+    fuzzed: Replica,
     route: routes.Route,
     verb: str | None,
     segment: str,
@@ -267,7 +267,7 @@ def test_http_never_answers_500_nor_half_writes(
             assert http.get(f"/api/tasks/{urllib.parse.quote(task['name'], safe='')}").json()["task"] == task
 
 
-def test_non_finite_metadata_numbers_are_invalid_not_internal(fuzzed: Service) -> None:
+def test_non_finite_metadata_numbers_are_invalid_not_internal(fuzzed: Replica) -> None:
     """Found by the property test above: a Struct may carry Infinity, which JSON cannot."""
     with grpc.insecure_channel(f"127.0.0.1:{fuzzed.port}") as channel:
         stub = pb_grpc.ScheduleServiceStub(channel)

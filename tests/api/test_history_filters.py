@@ -10,8 +10,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ExecutionStatus
-from server import Service
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ExecutionStatus
 from tests.api.helpers import error_details
 from tests.executor_rows import ExecutorRows
 from tests.support import Webhook
@@ -26,9 +26,9 @@ def _ts(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 @pytest.fixture
-def history(service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> dict[str, list[str]]:
+def history(service: Replica, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> dict[str, list[str]]:
     """Two tasks, an execution every hour for a day; every third one failed."""
-    rows = ExecutorRows(service.engine)
+    rows = ExecutorRows(service.database)
     ids: dict[str, list[str]] = {"a": [], "b": []}
     for name in ids:
         metadata = struct_pb2.Struct()

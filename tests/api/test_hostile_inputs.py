@@ -15,9 +15,9 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc import tokens
-from schedule_grpc.history import HistoryFilter
-from server import Service
+from schedule_grpc.app import Replica
+from schedule_grpc.domain import tokens
+from schedule_grpc.domain.history import HistoryFilter
 from tests.api.helpers import error_details
 from tests.api.shim_support import serve
 from tests.support import FakeClock
@@ -27,13 +27,13 @@ LONG_ZONE = "Europe/" + "x" * 5000
 
 
 @pytest.fixture
-def hostile(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def hostile(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(database_url, clock, metrics_address="") as service:
         yield service
 
 
 @pytest.fixture
-def channel(hostile: Service) -> Iterator[grpc.Channel]:
+def channel(hostile: Replica) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{hostile.port}") as channel:
         yield channel
 
@@ -44,7 +44,7 @@ def stub(channel: grpc.Channel) -> pb_grpc.ScheduleServiceStub:
 
 
 @pytest.fixture
-def http(hostile: Service) -> Iterator[httpx.Client]:
+def http(hostile: Replica) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"http://127.0.0.1:{hostile.http_port}", timeout=30) as client:
         yield client
 

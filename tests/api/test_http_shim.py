@@ -11,7 +11,7 @@ from google.api import annotations_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 
 from schedule_grpc.api.http import routes
-from server import Service
+from schedule_grpc.app import Replica
 from tests.api.shim_support import serve
 from tests.support import FakeClock, Webhook
 
@@ -19,13 +19,13 @@ SERVICE = pb.DESCRIPTOR.services_by_name["ScheduleService"]
 
 
 @pytest.fixture
-def shim(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def shim(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     with serve(database_url, clock) as service:
         yield service
 
 
 @pytest.fixture
-def http(shim: Service) -> Iterator[httpx.Client]:
+def http(shim: Replica) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"http://127.0.0.1:{shim.http_port}", timeout=30) as client:
         yield client
 
@@ -140,7 +140,7 @@ def test_init_installs_the_seed_defaults_in_the_seed_shape(http: httpx.Client) -
     assert http.get("/api/tasks").json()["count"] == 13
 
 
-def test_health_is_open_and_reports_the_status(http: httpx.Client, shim: Service) -> None:
+def test_health_is_open_and_reports_the_status(http: httpx.Client, shim: Replica) -> None:
     assert http.get("/api/health").json() == {"success": True, "service": "schedule", "status": "serving"}
     shim.monitor.stop()
     response = http.get("/api/health")

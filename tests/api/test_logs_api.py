@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc import logs
+from schedule_grpc.observability import logs
 from tests.support import Webhook
 
 
@@ -45,8 +45,8 @@ def test_a_run_logs_with_its_ids(json_logs: io.StringIO, stub: pb_grpc.ScheduleS
             break
         time.sleep(0.02)
     queued = next(r for r in ours if r["message"] == "execution queued")
-    assert queued["logger"] == "schedule_grpc.service" and queued["rpc"] == "RunTaskNow"
+    assert queued["logger"] == "schedule_grpc.usecases.runs" and queued["rpc"] == "RunTaskNow"
     # the executor records the outcome (the handler itself, and httpx, log from its worker process)
     finished = next(r for r in ours if r["message"] == "execution finished")
-    assert finished["logger"] == "schedule_grpc.executor" and finished["status"] == "success"
+    assert finished["logger"] == "schedule_grpc.execution.executor" and finished["status"] == "success"
     assert finished["task_id"] == task.task.id and finished["task_name"] == "ping" and finished["trigger"] == "manual"

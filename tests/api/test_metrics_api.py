@@ -14,19 +14,18 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import insert
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import leader_epochs
-from server import Service, build
 from tests.executor_rows import ExecutorRows
 from tests.support import FakeClock, Webhook
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    assert service.observability is not None and service.observability.http is not None
-    url = f"http://127.0.0.1:{service.observability.http.port}/metrics"
+def scrape(service: Replica) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     return {
@@ -37,7 +36,7 @@ def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def scrape_when(
-    service: Service, key: tuple[str, tuple[tuple[str, str], ...]], value: float
+    service: Replica, key: tuple[str, tuple[tuple[str, str], ...]], value: float
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A scrape that shows ``value`` for ``key``. On Postgres an event is read once every transaction older
     than it (in the whole cluster) has ended, so a scrape right after a commit may not count it yet."""
@@ -56,9 +55,9 @@ def _register(stub: pb_grpc.ScheduleServiceStub, name: str, url: str) -> None:
 
 
 def test_scrape_after_successes_failures_and_retries(
-    service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook
+    service: Replica, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook
 ) -> None:
-    rows = ExecutorRows(service.engine)
+    rows = ExecutorRows(service.database)
     _register(stub, "report", webhook.url)
     # Three occurrences succeed, 2 s late, each running 0.5 s.
     for hour in range(3):
@@ -79,7 +78,7 @@ def test_scrape_after_successes_failures_and_retries(
     rows.dead_letter(lost, T0 + timedelta(hours=4, seconds=5))
     rows.queue("report", T0 + timedelta(hours=5), status=ExecutionStatus.MISSED)
     rows.start(rows.queue("report", T0 + timedelta(hours=6)), T0 + timedelta(hours=6))
-    with service.engine.begin() as conn:
+    with service.database.begin() as conn:
         conn.execute(insert(leader_epochs).values(replica_id="replica-a", acquired_at=T0))
     with pytest.raises(grpc.RpcError):
         stub.GetTask(pb.GetTaskRequest(name="absent"))
@@ -145,11 +144,11 @@ def test_two_replicas_count_each_execution_once(postgres_url: str, clock: FakeCl
     try:
         with grpc.insecure_channel(f"127.0.0.1:{replicas[0].port}") as channel:
             _register(pb_grpc.ScheduleServiceStub(channel), "shared", webhook.url)
-        rows = ExecutorRows(replicas[0].engine)
+        rows = ExecutorRows(replicas[0].database)
         for i in range(5):
             rows.run("shared", T0 + timedelta(minutes=i), ExecutionStatus.SUCCESS)
         key = ("schedule_executions_total", (("outcome", "success"), ("task", "shared")))
-        counter = next(r for r in replicas if r.observability and r.observability.counter_active)
+        counter = next(r for r in replicas if r.observability.counter_active)
         scrape_when(counter, key, 5)
         scrapes = [scrape(r) for r in replicas]
         assert sum(s.get(key, 0) for s in scrapes) == 5

@@ -14,8 +14,8 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ExecutionStatus
-from server import Service
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ExecutionStatus
 from tests.api.test_metrics_api import scrape_when
 from tests.executor_rows import ExecutorRows
 from tests.support import Webhook
@@ -26,18 +26,17 @@ if PROMTOOL is None and os.environ.get("SCHEDULE_TEST_REQUIRE_PROMTOOL"):
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: apt-get install prometheus)")
-def test_metrics_pass_promtool_check(service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
+def test_metrics_pass_promtool_check(service: Replica, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook) -> None:
     metadata = struct_pb2.Struct()
     metadata.update({"url": webhook.url})
     stub.RegisterTask(pb.RegisterTaskRequest(name="linted", schedule="@hourly", handler="http", metadata=metadata))
     with pytest.raises(grpc.RpcError):
         stub.GetTask(pb.GetTaskRequest(name="absent"))
-    rows = ExecutorRows(service.engine)
+    rows = ExecutorRows(service.database)
     rows.run("linted", datetime(2026, 3, 1, 12, tzinfo=UTC), ExecutionStatus.SUCCESS)
     rows.run("linted", datetime(2026, 3, 1, 13, tzinfo=UTC), ExecutionStatus.FAILED)
     scrape_when(service, ("schedule_executions_total", (("outcome", "failed"), ("task", "linted"))), 1)
-    assert service.observability is not None and service.observability.http is not None
-    url = f"http://127.0.0.1:{service.observability.http.port}/metrics"
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read()
     assert b"schedule_execution_duration_seconds_bucket" in text and b"process_cpu_seconds_total" in text

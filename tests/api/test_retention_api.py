@@ -13,19 +13,19 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import func, select
 
-from schedule_grpc import retention
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.models import ExecutionStatus
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import dead_letters, execution_events, task_executions
-from schedule_grpc.validation import NewTask
-from server import Service, build
+from schedule_grpc.usecases import retention
 from tests.api.test_metrics_api import scrape
 from tests.executor_rows import ExecutorRows
 from tests.support import FakeClock, Webhook
 
 
 @pytest.fixture
-def replica(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def replica(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     """Small batches, so that a run takes several; the built-in task installed as at start-up."""
     settings = Settings(
         database_url=database_url,
@@ -40,20 +40,19 @@ def replica(database_url: str, clock: FakeClock) -> Iterator[Service]:
     )
     svc = build(settings, clock=clock)
     svc.start()
-    assert svc.tasks is not None
     assert retention.install_maintenance_task(svc.tasks.register, settings.retention_schedule)
     assert not retention.install_maintenance_task(svc.tasks.register, settings.retention_schedule)  # idempotent
     yield svc
     svc.stop()
 
 
-def _count(service: Service, table: object) -> int:
-    with service.engine.connect() as conn:
+def _count(service: Replica, table: object) -> int:
+    with service.database.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
 
 
-def test_the_retention_task_keeps_the_tables_bounded(replica: Service, clock: FakeClock, webhook: Webhook) -> None:
-    rows = ExecutorRows(replica.engine)
+def test_the_retention_task_keeps_the_tables_bounded(replica: Replica, clock: FakeClock, webhook: Webhook) -> None:
+    rows = ExecutorRows(replica.database)
     with grpc_stub(replica) as stub:
         for name, keep in (("plain", None), ("audit", timedelta(days=365)), ("noisy", timedelta(days=1))):
             metadata = struct_pb2.Struct()
@@ -82,7 +81,7 @@ def test_the_retention_task_keeps_the_tables_bounded(replica: Service, clock: Fa
     assert result["deletedDeadLetters"] == 6 - 3 and result["complete"] is True
     # the cleanup's own queued, started and succeeded events are the 3 added meanwhile
     assert result["deletedEvents"] == old_events + 3 - _count(replica, execution_events) > 0
-    with replica.engine.connect() as conn:
+    with replica.database.connect() as conn:
         by_task: dict[str, int] = dict(
             conn.execute(select(task_executions.c.task_name, func.count()).group_by(task_executions.c.task_name)).all()
         )
@@ -116,22 +115,28 @@ def test_one_run_deletes_at_most_its_batches(clock: FakeClock, sqlite_url: str) 
             engine_enabled=False,
             retention_batch_size=5,
             retention_max_batches=2,
+            expensive_rate_limit_burst=20,  # one RunTaskNow per run
         ),
         clock=clock,
     )
     svc.start()
     try:
-        assert svc.tasks is not None and svc.observability is not None
-        rows = ExecutorRows(svc.engine)
+        assert retention.install_maintenance_task(svc.tasks.register, svc.settings.retention_schedule)
+        rows = ExecutorRows(svc.database)
         metadata = {"url": "http://127.0.0.1:9/"}
-        svc.tasks.register(NewTask(name="t", schedule="@daily", handler="http", metadata=metadata))
+        svc.tasks.register(None, NewTask(name="t", schedule="@daily", handler="http", metadata=metadata))
         for day in range(200, 175, -1):
             rows.run("t", clock.now() - timedelta(days=day), ExecutionStatus.SUCCESS)
-        first = svc.observability.retention.run()
-        assert (first.task_executions, first.complete) == (10, False)
-        while not svc.observability.retention.run().complete:
-            pass
-        assert _count(svc, task_executions) == 0
+        runs: list[dict[str, object]] = []
+        with grpc_stub(svc) as stub:
+            while len(runs) < 20 and not (runs and runs[-1]["complete"]):
+                response = stub.RunTaskNow(pb.RunTaskNowRequest(name="cleanup-execution-history"))
+                runs.append(json_format.MessageToDict(response.execution.result))
+        assert (runs[0]["deletedExecutions"], runs[0]["complete"]) == (10, False)  # 2 batches of 5, then it stops
+        assert sum(int(run["deletedExecutions"]) for run in runs) == 25 and runs[-1]["complete"] is True  # type: ignore[call-overload]
+        with svc.database.connect() as conn:
+            left = conn.execute(select(func.count()).where(task_executions.c.task_name == "t")).scalar_one()
+        assert left == 0
     finally:
         svc.stop()
 
@@ -158,7 +163,7 @@ def test_the_retention_handler_takes_no_options(stub: pb_grpc.ScheduleServiceStu
 
 
 class grpc_stub:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Replica) -> None:
         self._channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
 
     def __enter__(self) -> pb_grpc.ScheduleServiceStub:

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.app import Replica, build
 from schedule_grpc.settings import Settings
-from server import Service, build
 from tests.api.helpers import error_details
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +57,13 @@ def test_reflection_lists_and_describes_the_api(channel: grpc.Channel) -> None:
     assert described.file_descriptor_response.file_descriptor_proto
 
 
-def test_graceful_shutdown_reports_not_serving_first(service: Service, channel: grpc.Channel) -> None:
+def test_graceful_shutdown_reports_not_serving_first(service: Replica, channel: grpc.Channel) -> None:
     service.monitor.stop()
     assert _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-def unreachable_database() -> Iterator[Service]:
+def unreachable_database() -> Iterator[Replica]:
     """A replica whose Postgres is not there (a closed port)."""
     settings = Settings(
         database_url="postgresql+psycopg://postgres@127.0.0.1:9/none",
@@ -78,7 +78,7 @@ def unreachable_database() -> Iterator[Service]:
     svc.stop()
 
 
-def test_unreachable_database_is_not_serving_and_unavailable(unreachable_database: Service) -> None:
+def test_unreachable_database_is_not_serving_and_unavailable(unreachable_database: Replica) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{unreachable_database.port}") as channel:
         assert _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert "database" in unreachable_database.monitor.failing

@@ -19,8 +19,8 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ExecutionStatus
-from server import Service
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ExecutionStatus
 from tests.executor_rows import ExecutorRows
 from tests.support import FakeClock, Webhook
 
@@ -28,14 +28,13 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _url(service: Service, path: str) -> str:
-    assert service.observability is not None and service.observability.http is not None
-    return f"http://127.0.0.1:{service.observability.http.port}{path}"
+def _url(service: Replica, path: str) -> str:
+    return f"http://127.0.0.1:{service.metrics_port}{path}"
 
 
 @pytest.fixture
-def populated(service: Service, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, clock: FakeClock) -> Service:
-    rows = ExecutorRows(service.engine)
+def populated(service: Replica, stub: pb_grpc.ScheduleServiceStub, webhook: Webhook, clock: FakeClock) -> Replica:
+    rows = ExecutorRows(service.database)
     for name in ("billing-sync", "nightly-report"):
         metadata = struct_pb2.Struct()
         metadata.update({"url": webhook.url, "note": "<script>alert(1)</script>"})
@@ -69,7 +68,7 @@ def _section(html: str, table_id: str) -> str:
     return html[start : html.index("</table>", start)]
 
 
-def test_failing_tasks_come_first_and_each_failed_occurrence_is_one_row(populated: Service) -> None:
+def test_failing_tasks_come_first_and_each_failed_occurrence_is_one_row(populated: Replica) -> None:
     with urllib.request.urlopen(_url(populated, "/status"), timeout=10) as response:
         html = response.read().decode()
     tasks = _section(html, "tasks")
@@ -83,7 +82,7 @@ def test_failing_tasks_come_first_and_each_failed_occurrence_is_one_row(populate
     assert 'class="tick"' in html and ">0</text>" in html  # the chart's axis has numbers
 
 
-def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Service) -> None:
+def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Replica) -> None:
     with urllib.request.urlopen(_url(populated, "/status"), timeout=10) as response:
         assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         html = response.read().decode()
@@ -95,13 +94,13 @@ def test_status_page_lists_tasks_outcomes_failures_and_a_chart(populated: Servic
     assert caught.value.code == 404
 
 
-def test_status_page_in_a_headless_browser(populated: Service, tmp_path: Path) -> None:
+def test_status_page_in_a_headless_browser(populated: Replica, tmp_path: Path) -> None:
     if BROWSER is None:
         if os.environ.get("SCHEDULE_TEST_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is required (SCHEDULE_TEST_REQUIRE_BROWSER=1) but not installed")
         pytest.skip("chromium not installed")
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / f"status-page-{populated.engine.dialect.name}.png"
+    screenshot = ARTIFACTS / f"status-page-{populated.database.dialect.name}.png"
     screenshot.unlink(missing_ok=True)
     common = [
         BROWSER,

@@ -10,8 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from schedule_grpc.app import Replica, build
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
-from server import Service, build
 from tests.integration.engine_support import FUTURE, until
 from tests.support import FakeClock
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def leading(postgres_url: str) -> Iterator[Service]:
+def leading(postgres_url: str) -> Iterator[Replica]:
     settings = Settings(
         database_url=postgres_url,
         grpc_address="127.0.0.1:0",
@@ -32,16 +33,16 @@ def leading(postgres_url: str) -> Iterator[Service]:
     )
     svc = build(settings, clock=FakeClock(FUTURE))
     svc.start()
-    assert svc.scheduling is not None and svc.scheduling.wait_leader(10)
+    assert isinstance(svc.scheduling, SchedulingEngine) and svc.scheduling.wait_leader(10)
     yield svc
     svc.stop()
 
 
 def test_a_stuck_firing_loop_turns_health_not_serving_and_the_replica_stops_leading(
-    leading: Service, monkeypatch: pytest.MonkeyPatch
+    leading: Replica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = leading.scheduling
-    assert engine is not None
+    assert isinstance(engine, SchedulingEngine)
     released = threading.Event()
     renew = engine._lease.renew
 

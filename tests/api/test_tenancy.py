@@ -15,8 +15,8 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import create_engine, func, select
 
+from schedule_grpc.app import Replica
 from schedule_grpc.store.tables import scheduled_tasks
-from server import Service
 from tests.api.helpers import error_details
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
 from tests.support import FakeClock
@@ -25,13 +25,13 @@ ALPHA, BETA, ADMIN = "alpha-secret", "beta-secret", "root-secret"
 
 
 @pytest.fixture
-def secured(database_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Service]:
+def secured(database_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Replica]:
     with serve(database_url, clock, auth_tokens=AUTH_TOKENS, backup_dir=str(tmp_path / "backups")) as service:
         yield service
 
 
 @pytest.fixture
-def stub(secured: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(secured: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
@@ -225,9 +225,8 @@ def test_a_task_cannot_call_the_services_own_listeners_even_with_loopback_allowe
             grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel,
         ):
             stub = pb_grpc.ScheduleServiceStub(channel)
-            assert service.observability is not None and service.observability.http is not None
             own = {
-                "metrics": f"http://127.0.0.1:{service.observability.http.port}/metrics",
+                "metrics": f"http://127.0.0.1:{service.metrics_port}/metrics",
                 "shim": f"http://127.0.0.1:{service.http_port}/api/tasks",
             }
             for which, url in own.items():

@@ -12,10 +12,11 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import select
 
-from schedule_grpc.models import ExecutionStatus
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.settings import Settings
+from schedule_grpc.store.events import EventStore
 from schedule_grpc.store.tables import execution_events
-from server import Service, build
 from tests.api.helpers import error_details
 from tests.executor_rows import ExecutorRows
 from tests.support import FakeClock, Webhook
@@ -50,8 +51,8 @@ def _events(messages: list[pb.WatchExecutionsResponse]) -> list[pb.ExecutionEven
 
 
 @pytest.fixture
-def rows(service: Service) -> ExecutorRows:
-    return ExecutorRows(service.engine)
+def rows(service: Replica) -> ExecutorRows:
+    return ExecutorRows(service.database)
 
 
 def _start_cursor(stub: pb_grpc.ScheduleServiceStub) -> str:
@@ -143,7 +144,7 @@ def test_filters_by_task_type_and_status(
 
 
 def test_a_watcher_that_disconnects_and_resumes_gets_every_event_exactly_once(
-    service: Service, stub: pb_grpc.ScheduleServiceStub, rows: ExecutorRows, webhook: Webhook
+    service: Replica, stub: pb_grpc.ScheduleServiceStub, rows: ExecutorRows, webhook: Webhook
 ) -> None:
     _register(stub, "job", webhook.url)
     cursor = _start_cursor(stub)
@@ -157,14 +158,14 @@ def test_a_watcher_that_disconnects_and_resumes_gets_every_event_exactly_once(
         received += _events(messages)
         cursor = messages[-1].cursor
     received += _events(_take(stub, pb.WatchExecutionsRequest(cursor=cursor), 60 - len(received)))
-    with service.engine.connect() as conn:
+    with service.database.connect() as conn:
         stored = conn.execute(select(execution_events.c.id).order_by(execution_events.c.id)).scalars().all()
     assert [e.event_id for e in received] == list(stored)  # all 60 (20 executions x 3), in order, no repeats
     assert len(received) == 60
 
 
 def test_bad_and_expired_cursors(
-    stub: pb_grpc.ScheduleServiceStub, service: Service, rows: ExecutorRows, webhook: Webhook
+    stub: pb_grpc.ScheduleServiceStub, service: Replica, rows: ExecutorRows, webhook: Webhook
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         _take(stub, pb.WatchExecutionsRequest(cursor="nonsense"), 1)
@@ -178,8 +179,7 @@ def test_bad_and_expired_cursors(
     cursor = _start_cursor(stub)
     rows.run("job", T0, ExecutionStatus.SUCCESS)
     messages = _take(stub, pb.WatchExecutionsRequest(cursor=cursor), 1)
-    assert service.observability is not None
-    service.observability.events.delete_before(T0 + timedelta(days=1), batch=100)  # the event retention ran
+    EventStore(service.database).delete_before(T0 + timedelta(days=1), batch=100)  # the event retention ran
     with pytest.raises(grpc.RpcError) as caught:
         _take(stub, pb.WatchExecutionsRequest(cursor=messages[-1].cursor), 1)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -187,7 +187,7 @@ def test_bad_and_expired_cursors(
 
 
 @pytest.fixture
-def small_replica(database_url: str, clock: FakeClock) -> Iterator[Service]:
+def small_replica(database_url: str, clock: FakeClock) -> Iterator[Replica]:
     settings = Settings(
         database_url=database_url,
         grpc_address="127.0.0.1:0",
@@ -201,7 +201,7 @@ def small_replica(database_url: str, clock: FakeClock) -> Iterator[Service]:
     svc.stop()
 
 
-def test_streams_beyond_the_limit_are_refused(small_replica: Service) -> None:
+def test_streams_beyond_the_limit_are_refused(small_replica: Replica) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{small_replica.port}") as channel:
         stub = pb_grpc.ScheduleServiceStub(channel)
         first = stub.WatchExecutions(pb.WatchExecutionsRequest(), timeout=20)

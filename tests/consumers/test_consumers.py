@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server import Service
+from schedule_grpc.app import Replica
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto"
@@ -52,7 +52,7 @@ def test_plain_protoc_compiles_the_service_from_proto_alone(tmp_path: Path) -> N
     assert (tmp_path / "set.pb").stat().st_size > 10_000
 
 
-def test_python_consumer_with_its_own_stubs_calls_the_server(service: Service, tmp_path: Path) -> None:
+def test_python_consumer_with_its_own_stubs_calls_the_server(service: Replica, tmp_path: Path) -> None:
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     generated = subprocess.run(
@@ -98,7 +98,7 @@ def _node_packages() -> Path:
     return NODE_PACKAGES / "node_modules"
 
 
-def test_node_consumer_loads_proto_alone_and_calls_the_server(service: Service) -> None:
+def test_node_consumer_loads_proto_alone_and_calls_the_server(service: Replica) -> None:
     node = _need("node")
     modules = _node_packages()
     run = subprocess.run(

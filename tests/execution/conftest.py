@@ -12,14 +12,14 @@ import grpc
 import pytest
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Trigger
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import QueueStore
-from server import Service, build
 from tests.execution import handlers
 from tests.execution.smtp import SmtpServer
 from tests.handler_support import LOOPBACK
@@ -61,7 +61,7 @@ def replica_settings(database_url: str, smtp: SmtpServer, **overrides: object) -
 
 
 @pytest.fixture
-def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Service]:
+def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Replica]:
     svc = build(replica_settings(database_url, smtp), clock=clock, handlers=registry())
     svc.start()
     yield svc
@@ -69,7 +69,7 @@ def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[S
 
 
 @pytest.fixture
-def stub(replica: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(replica: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
@@ -86,9 +86,9 @@ def wait_until(probe: Callable[[], T | None], timeout_s: float = 15.0) -> T:
         time.sleep(0.02)
 
 
-def enqueue_scheduled(replica: Service, task_id: str, task_name: str, at: datetime) -> Execution:
+def enqueue_scheduled(replica: Replica, task_id: str, task_name: str, at: datetime) -> Execution:
     """What the scheduling engine does when an occurrence is due."""
-    execution = QueueStore(replica.engine).enqueue(
+    execution = QueueStore(replica.database).enqueue(
         Execution(
             id=new_id("exec"),
             task_id=task_id,
@@ -101,11 +101,10 @@ def enqueue_scheduled(replica: Service, task_id: str, task_name: str, at: dateti
             created_at=at,
         )
     )
-    assert replica.executor is not None
     replica.executor.wake()
     return execution
 
 
-def history(replica: Service, task_name: str) -> list[Execution]:
+def history(replica: Replica, task_name: str) -> list[Execution]:
     """A task's executions, oldest first."""
-    return list(reversed(ExecutionStore(replica.engine).history(task_name, limit=100)))
+    return list(reversed(ExecutionStore(replica.database).history(task_name, limit=100)))

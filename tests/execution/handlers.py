@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed
-from schedule_grpc.models import JSON, ErrorCategory
 
 
 class _Base:

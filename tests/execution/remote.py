@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
-from schedule_grpc.models import JSON, ErrorCategory
 
 
 class AsyncPost:

@@ -16,9 +16,9 @@ from google.protobuf import duration_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.store.executions import ExecutionStore
-from server import Service
 from tests.execution.conftest import enqueue_scheduled, history, wait_until
 from tests.execution.test_retries import register
 from tests.support import FakeClock
@@ -27,7 +27,7 @@ NO_RETRY = pb.RetryPolicy(max_retries=0)
 
 
 def test_a_handler_past_its_timeout_is_stopped_and_retried(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
 ) -> None:
     task = register(stub, "hangs", "sleep", metadata={"seconds": 30}, timeout=duration_pb2.Duration(nanos=300_000_000))
     enqueue_scheduled(replica, task.id, task.name, clock.now())
@@ -39,7 +39,7 @@ def test_a_handler_past_its_timeout_is_stopped_and_retried(
 
 
 def test_a_handler_past_its_memory_limit_fails_as_resource_and_the_service_is_unharmed(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub
 ) -> None:
     register(stub, "hog", "allocate", metadata={"mb": 400}, memory_limit_mb=64, retry_policy=NO_RETRY)
     response = stub.RunTaskNow(pb.RunTaskNowRequest(name="hog"))
@@ -54,7 +54,7 @@ def test_a_handler_past_its_memory_limit_fails_as_resource_and_the_service_is_un
     ("how", "cause"), [("exit", "exited with code 3"), ("segfault", "before reporting an outcome")]
 )
 def test_a_crashing_handler_fails_only_its_own_attempt(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, how: str, cause: str
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, how: str, cause: str
 ) -> None:
     register(stub, "crashes", "crash", metadata={"how": how})
     response = stub.RunTaskNow(pb.RunTaskNowRequest(name="crashes"))
@@ -64,14 +64,14 @@ def test_a_crashing_handler_fails_only_its_own_attempt(
     assert stub.RunTaskNow(pb.RunTaskNowRequest(name="fine")).success
 
 
-def test_no_state_leaks_from_one_execution_to_the_next(replica: Service, stub: pb_grpc.ScheduleServiceStub) -> None:
+def test_no_state_leaks_from_one_execution_to_the_next(replica: Replica, stub: pb_grpc.ScheduleServiceStub) -> None:
     register(stub, "leaky", "leaky")
     results = [stub.RunTaskNow(pb.RunTaskNowRequest(name="leaky")).execution.result.number_value for _ in range(3)]
     assert results == [1, 1, 1]
 
 
 def test_a_worker_process_killed_mid_execution_fails_and_is_retried(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
     task = register(stub, "victim", "sleep", metadata={"seconds": 30, "pidFile": str(pid_file)})
@@ -88,7 +88,7 @@ REPLICA = textwrap.dedent(
     """
     import sys, threading
     from schedule_grpc.settings import Settings
-    from server import build
+    from schedule_grpc.app import build
     from tests.execution.conftest import registry
     settings = Settings(database_url=sys.argv[1], grpc_address="127.0.0.1:0", migrate_on_start=False,
                         executor_poll_interval_s=0.05, executor_lease_s=1.0, engine_enabled=False,
@@ -100,9 +100,8 @@ REPLICA = textwrap.dedent(
 
 
 def test_an_execution_of_a_replica_killed_mid_execution_is_recovered_and_retried(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
 ) -> None:
-    assert replica.executor is not None
     replica.executor.stop()  # only the doomed replica claims; this one comes back as the survivor
     pid_file = tmp_path / "pid"
     task = register(stub, "orphan", "sleep", metadata={"seconds": 30, "pidFile": str(pid_file)})
@@ -144,17 +143,17 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def _restart_executor(replica: Service, clock: FakeClock, at: datetime):  # type: ignore[no-untyped-def]
-    from schedule_grpc.executor import Executor, ExecutorConfig
+def _restart_executor(replica: Replica, clock: FakeClock, at: datetime):  # type: ignore[no-untyped-def]
+    from schedule_grpc.execution.executor import Executor, ExecutorConfig
     from schedule_grpc.store.queue import QueueStore
     from tests.execution.conftest import registry
 
     clock.set(at)
     executor = Executor(
-        QueueStore(replica.engine),
+        QueueStore(replica.database),
         registry(),
         clock,
-        replica.alerts,  # type: ignore[arg-type]
+        replica.alerts,
         ExecutorConfig(owner="survivor", poll_interval_s=0.05, lease_s=2.0),
     )
     executor.start()
@@ -162,7 +161,7 @@ def _restart_executor(replica: Service, clock: FakeClock, at: datetime):  # type
 
 
 def test_cancel_stops_a_running_execution_and_drops_a_pending_one(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
     task = register(stub, "long", "sleep", metadata={"seconds": 30, "pidFile": str(pid_file)})
@@ -174,7 +173,7 @@ def test_cancel_stops_a_running_execution_and_drops_a_pending_one(
     cancelled = stub.CancelExecution(pb.CancelExecutionRequest(execution_id=running.id)).execution
     assert cancelled.status == pb.EXECUTION_STATUS_CANCELLED and cancelled.error == "cancelled while running"
     wait_until(lambda: not _alive(pid))
-    executions = ExecutionStore(replica.engine)
+    executions = ExecutionStore(replica.database)
     wait_until(lambda: executions.get(waiting.id).status is not ExecutionStatus.PENDING)  # type: ignore[union-attr]
     assert executions.get(running.id).status is ExecutionStatus.CANCELLED  # type: ignore[union-attr]
     # The waiting one started once the first stopped; cancel it too.
@@ -188,7 +187,7 @@ def test_cancel_stops_a_running_execution_and_drops_a_pending_one(
     assert len(history(replica, task.name)) == 2  # nothing retried
 
 
-def test_cancel_a_pending_execution(replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock) -> None:
+def test_cancel_a_pending_execution(replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock) -> None:
     task = register(stub, "later", "noop")
     future = enqueue_scheduled(replica, task.id, task.name, clock.now() + timedelta(hours=1))
     cancelled = stub.CancelExecution(pb.CancelExecutionRequest(execution_id=future.id)).execution
@@ -196,7 +195,7 @@ def test_cancel_a_pending_execution(replica: Service, stub: pb_grpc.ScheduleServ
 
 
 def test_run_now_past_the_call_deadline_says_so_and_the_execution_carries_on(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub
 ) -> None:
     task = register(stub, "slowish", "sleep", metadata={"seconds": 1.5})
     with pytest.raises(grpc.RpcError) as caught:

@@ -16,15 +16,15 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
+from schedule_grpc.execution.remote_lane import RemoteLane
+from schedule_grpc.execution.runner import Attempt
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
-from schedule_grpc.remote_lane import RemoteLane
-from schedule_grpc.runner import Attempt
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import scheduled_tasks
-from server import Service, build
 from tests.execution import handlers
 from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until
 from tests.execution.remote import AsyncPost, Receiver
@@ -42,7 +42,7 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def start(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: Any) -> Service:
+def start(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: Any) -> Replica:
     registry = HandlerRegistry([HttpHandler(), AsyncPost(), *handlers.ALL])
     svc = build(replica_settings(database_url, smtp, **overrides), clock=clock, handlers=registry)
     svc.start()
@@ -50,29 +50,29 @@ def start(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: An
 
 
 @pytest.fixture
-def lanes(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Service]:
+def lanes(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Replica]:
     svc = start(database_url, clock, smtp)
     yield svc
     svc.stop()
 
 
 @pytest.fixture
-def stub(lanes: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(lanes: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{lanes.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
 
-def owned_by(svc: Service, task: pb.Task, owner: str) -> None:
-    with svc.engine.begin() as conn:
+def owned_by(svc: Replica, task: pb.Task, owner: str) -> None:
+    with svc.database.begin() as conn:
         conn.execute(update(scheduled_tasks).where(scheduled_tasks.c.id == task.id).values(owner=owner))
 
 
-def statuses(svc: Service, names: list[str]) -> list[ExecutionStatus]:
+def statuses(svc: Replica, names: list[str]) -> list[ExecutionStatus]:
     return [x.status for name in names for x in history(svc, name)]
 
 
 def test_remote_calls_are_all_in_flight_at_once_and_succeed(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     names = [f"hook-{i}" for i in range(40)]
     for name in names:
@@ -85,7 +85,7 @@ def test_remote_calls_are_all_in_flight_at_once_and_succeed(
 
 
 def test_a_remote_call_past_its_timeout_fails_as_timeout_and_is_retried(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     timeout = duration_pb2.Duration(nanos=300_000_000)
     task = register(stub, "slow-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"}, timeout=timeout)
@@ -99,14 +99,14 @@ def test_a_remote_call_past_its_timeout_fails_as_timeout_and_is_retried(
 
 
 def test_cancel_stops_a_remote_call_at_once(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
     execution = enqueue_scheduled(lanes, task.id, task.name, clock.now())
     wait_until(lambda: execution.id in receiver.arrived)
     stub.CancelExecution(pb.CancelExecutionRequest(execution_id=execution.id))
     wait_until(lambda: execution.id in receiver.gone, timeout_s=5)
-    assert lanes.executor is not None and lanes.executor.wait_finished(execution.id, 5)
+    assert lanes.executor.wait_finished(execution.id, 5)
     [row] = history(lanes, task.name)
     assert row.status is ExecutionStatus.CANCELLED and row.error == "cancelled while running"
 
@@ -125,21 +125,20 @@ def test_shutdown_stops_remote_calls_records_them_and_closes_the_handlers(
     closed = AsyncPost.closed
     svc.stop()
     assert AsyncPost.closed == closed + 1
-    row = ExecutionStore(svc.engine).get(execution.id)
+    row = ExecutionStore(svc.database).get(execution.id)
     assert row is not None and row.status is ExecutionStatus.FAILED and "shut down" in (row.error or "")
 
 
 def test_wait_finished_waits_for_that_execution(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
-    assert lanes.executor is not None
     slow = register(stub, "slow", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
     fast = register(stub, "fast", "noop")
     held = enqueue_scheduled(lanes, slow.id, slow.name, clock.now())
     wait_until(lambda: held.id in receiver.arrived)
     quick = enqueue_scheduled(lanes, fast.id, fast.name, clock.now())
     assert lanes.executor.wait_finished(quick.id, 30)
-    assert ExecutionStore(lanes.engine).get(quick.id).status is ExecutionStatus.SUCCESS  # type: ignore[union-attr]
+    assert ExecutionStore(lanes.database).get(quick.id).status is ExecutionStatus.SUCCESS  # type: ignore[union-attr]
     # another execution finishing does not end the wait for one still running
     assert not lanes.executor.wait_finished(held.id, 0.3)
 
@@ -203,7 +202,7 @@ def test_run_now_is_not_queued_behind_other_callers_work_in_a_full_local_lane(
 
 
 def test_disable_cancels_pending_retries_and_lets_a_running_call_finish_unretried(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     failing = register(stub, "flaky", "failing")
     enqueue_scheduled(lanes, failing.id, failing.name, clock.now())
@@ -217,13 +216,13 @@ def test_disable_cancels_pending_retries_and_lets_a_running_call_finish_unretrie
     assert first.status is ExecutionStatus.FAILED
     assert retry.status is ExecutionStatus.CANCELLED
     assert retry.error == "cancelled before it started: the task was disabled"
-    assert lanes.executor is not None and lanes.executor.wait_finished(running.id, 30)
+    assert lanes.executor.wait_finished(running.id, 30)
     assert [x.status for x in history(lanes, "held-hook")] == [ExecutionStatus.SUCCESS]
     assert running.id not in receiver.gone
 
 
 def test_disable_with_cancel_running_stops_the_running_call(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
     running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
@@ -236,13 +235,13 @@ def test_disable_with_cancel_running_stops_the_running_call(
 
 @pytest.mark.parametrize("cancel_running", [False, True])
 def test_unregister_lets_a_running_call_finish_or_stops_it(
-    lanes: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver, cancel_running: bool
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver, cancel_running: bool
 ) -> None:
     task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/2"})
     running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
     wait_until(lambda: running.id in receiver.arrived)
     stub.UnregisterTask(pb.UnregisterTaskRequest(name="held-hook", cancel_running=cancel_running))
-    assert lanes.executor is not None and lanes.executor.wait_finished(running.id, 30)
+    assert lanes.executor.wait_finished(running.id, 30)
     if cancel_running:
         wait_until(lambda: running.id in receiver.gone, timeout_s=5)  # the call was cut
     else:

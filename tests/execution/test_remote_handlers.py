@@ -14,11 +14,11 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
+from schedule_grpc.app import Replica, build
+from schedule_grpc.domain.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.handlers.base import lane_of
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.settings import Settings
-from server import Service, build
 from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until
 from tests.execution.smtp import SmtpServer
 from tests.handler_support import Answer, GrpcTestServer, Receiver
@@ -26,7 +26,7 @@ from tests.support import FakeClock
 
 
 @pytest.fixture
-def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Service]:
+def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Replica]:
     """The built-in handlers; loopback allowed except 127.0.0.2; the default 512 MiB memory limit."""
     settings = replica_settings(database_url, smtp, egress_allow="127.0.0.0/8", egress_deny="127.0.0.2/32")
     assert settings.executor_memory_limit_mb == 512
@@ -37,7 +37,7 @@ def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[S
 
 
 @pytest.fixture
-def stub(replica: Service) -> Iterator[pb_grpc.ScheduleServiceStub]:
+def stub(replica: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
 
@@ -57,7 +57,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def run_once(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, name: str, handler: str, **metadata: Any
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, name: str, handler: str, **metadata: Any
 ) -> Execution:
     """Registers a task (no retries), queues one occurrence as the engine would, waits for its outcome."""
     struct = struct_pb2.Struct()
@@ -79,7 +79,7 @@ def test_the_network_handlers_declare_their_lanes() -> None:
 
 
 def test_a_webhook_runs_on_the_remote_lane_and_stores_status_and_json(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     execution = run_once(replica, stub, clock, "hook", "http", url=receiver.url(), body={"n": 1})
     assert execution.status is ExecutionStatus.SUCCESS
@@ -90,7 +90,7 @@ def test_a_webhook_runs_on_the_remote_lane_and_stores_status_and_json(
 
 
 def test_an_error_answer_is_recorded_as_json_without_the_urls_secrets(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     receiver.answer = Answer(status=500, body=b'{"ok": true}')
     url = f"http://bob:pw@127.0.0.1:{receiver.port}/hook?api_key=k3y"
@@ -101,7 +101,7 @@ def test_an_error_answer_is_recorded_as_json_without_the_urls_secrets(
 
 
 def test_a_denied_address_fails_the_attempt_by_policy_and_nothing_is_sent_or_stored(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock
 ) -> None:
     denied = Receiver(host="127.0.0.2")  # SCHEDULE_EGRESS_DENY names it
     try:
@@ -114,7 +114,7 @@ def test_a_denied_address_fails_the_attempt_by_policy_and_nothing_is_sent_or_sto
 
 
 def test_a_grpc_call_through_reflection_succeeds_under_the_default_memory_limit(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, grpc_server: GrpcTestServer
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, grpc_server: GrpcTestServer
 ) -> None:
     execution = run_once(
         replica, stub, clock, "grpc-call", "grpc", target=grpc_server.target, method="grpc.health.v1.Health/Check",
@@ -127,7 +127,7 @@ def test_a_grpc_call_through_reflection_succeeds_under_the_default_memory_limit(
 
 
 def test_health_probes_run_on_the_remote_lane_and_record_each_service(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, grpc_server: GrpcTestServer,
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, grpc_server: GrpcTestServer,
     receiver: Receiver,
 ) -> None:  # fmt: skip
     targets = {"billing": f"grpc://{grpc_server.target}/billing.v1.Billing", "web": receiver.url("/healthz")}

@@ -12,8 +12,8 @@ from google.protobuf import duration_pb2, struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.models import ErrorCategory, ExecutionStatus, Trigger
-from server import Service
+from schedule_grpc.app import Replica
+from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from tests.execution.conftest import enqueue_scheduled, history, wait_until
 from tests.execution.smtp import SmtpServer
 from tests.support import FakeClock
@@ -27,7 +27,7 @@ def register(stub: pb_grpc.ScheduleServiceStub, name: str, handler: str, **field
 
 
 def test_five_failures_retry_after_1_2_4_8_16_s_then_one_dead_letter_and_one_email(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
 ) -> None:
     task = register(stub, "always-down", "failing")
     enqueue_scheduled(replica, task.id, task.name, clock.now())
@@ -35,7 +35,6 @@ def test_five_failures_retry_after_1_2_4_8_16_s_then_one_dead_letter_and_one_ema
         retry = wait_until(lambda: [x for x in history(replica, task.name) if x.attempt == attempt + 1])[0]  # noqa: B023
         assert retry.status is ExecutionStatus.PENDING and retry.trigger is Trigger.RETRY
         clock.set(retry.due_at)  # time moves to the retry's due instant, no further
-        assert replica.executor is not None
         replica.executor.wake()
     wait_until(lambda: stub.ListDeadLetters(pb.ListDeadLettersRequest()).dead_letters)
 
@@ -58,7 +57,7 @@ def test_five_failures_retry_after_1_2_4_8_16_s_then_one_dead_letter_and_one_ema
 
 
 def test_redrive_runs_one_more_attempt_and_discard_removes(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
 ) -> None:
     task = register(stub, "no-retries", "failing", retry_policy=pb.RetryPolicy(max_retries=0))
     enqueue_scheduled(replica, task.id, task.name, clock.now())
@@ -87,7 +86,7 @@ def test_redrive_runs_one_more_attempt_and_discard_removes(
 
 
 def test_critical_task_alerts_on_first_failure_and_handlers_report_alerts(
-    replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
+    replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, smtp: SmtpServer
 ) -> None:
     register(stub, "vital", "failing", critical=True)
     response = stub.RunTaskNow(pb.RunTaskNowRequest(name="vital"))
@@ -98,7 +97,7 @@ def test_critical_task_alerts_on_first_failure_and_handlers_report_alerts(
     assert subjects == ["[schedule] critical task vital failed (attempt 1)", "service db is down"]
 
 
-def test_dead_letter_pages(replica: Service, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock) -> None:
+def test_dead_letter_pages(replica: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock) -> None:
     task = register(stub, "pages", "failing", retry_policy=pb.RetryPolicy(max_retries=0))
     for minute in range(3):
         enqueue_scheduled(replica, task.id, task.name, clock.now() + timedelta(minutes=-minute))
@@ -110,7 +109,7 @@ def test_dead_letter_pages(replica: Service, stub: pb_grpc.ScheduleServiceStub, 
 
 
 def test_a_broken_smtp_server_never_holds_up_executions(database_url: str, clock: FakeClock, smtp: SmtpServer) -> None:
-    from server import build
+    from schedule_grpc.app import build
     from tests.execution.conftest import registry, replica_settings
 
     settings = replica_settings(database_url, smtp, smtp_port=9, smtp_retries=1)  # nothing listens on port 9

@@ -18,8 +18,8 @@ from google.protobuf import struct_pb2
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc import logs
-from server import Service, build
+from schedule_grpc.app import Replica, build
+from schedule_grpc.observability import logs
 from tests.api.shim_support import AUTH_TOKENS, bearer
 from tests.execution.conftest import replica_settings
 from tests.execution.smtp import SmtpServer
@@ -33,7 +33,7 @@ PLANTED = (HEADER_SECRET, URL_PASSWORD, QUERY_SECRET, FILE_SECRET)
 
 
 @pytest.fixture
-def replica(database_url: str, clock: FakeClock, smtp: SmtpServer, tmp_path: Path) -> Iterator[Service]:
+def replica(database_url: str, clock: FakeClock, smtp: SmtpServer, tmp_path: Path) -> Iterator[Replica]:
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
     (secrets_dir / "billing-token").write_text(FILE_SECRET + "\n")
@@ -57,7 +57,7 @@ def _leaks(text: str) -> list[str]:
 
 
 def test_a_planted_secret_appears_on_no_surface(
-    replica: Service, smtp: SmtpServer, webhook: Webhook, caplog: pytest.LogCaptureFixture
+    replica: Replica, smtp: SmtpServer, webhook: Webhook, caplog: pytest.LogCaptureFixture
 ) -> None:
     logs.install_redaction()
     caplog.set_level(logging.DEBUG)
@@ -114,8 +114,7 @@ def test_a_planted_secret_appears_on_no_surface(
                 seen.append(answer.text)
         seen.append(http.post("/api/tasks/billing/run", headers=bearer("alpha-secret")).text)
         seen.append(http.get("/api/audit", headers=bearer("root-secret")).text)
-    assert replica.observability is not None and replica.observability.http is not None
-    with urllib.request.urlopen(f"http://127.0.0.1:{replica.observability.http.port}/status", timeout=10) as page:
+    with urllib.request.urlopen(f"http://127.0.0.1:{replica.metrics_port}/status", timeout=10) as page:
         status_page = page.read().decode()
     assert "billing" in status_page  # the task and its outcome are there; with credentials on, not its error
     assert "answered 500" not in status_page
@@ -131,7 +130,7 @@ def test_a_planted_secret_appears_on_no_surface(
     assert "<redacted>" in owner_view and "billing-token" in owner_view
 
 
-def test_a_missing_secret_file_fails_the_attempt_with_the_policy_category(replica: Service) -> None:
+def test_a_missing_secret_file_fails_the_attempt_with_the_policy_category(replica: Replica) -> None:
     alpha = tuple(bearer("alpha-secret").items())
     metadata: dict[str, Any] = {"url": "http://127.0.0.1:9/", "headers": {"Authorization": {"secretRef": "absent"}}}
     struct = struct_pb2.Struct()

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import Execution, ExecutionStatus, Task, Trigger
 from schedule_grpc.handlers.analytics import percentile
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.ids import new_id
-from schedule_grpc.models import Execution, ExecutionStatus, Task, Trigger
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import analytics, backup
 from schedule_grpc.store.executions import ExecutionStore

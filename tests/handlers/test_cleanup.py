@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.platform_tables import api_keys, generations, sessions

@@ -16,11 +16,11 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import insert
 
+from schedule_grpc.app import build
 from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import db
 from schedule_grpc.store.platform_tables import document_chunks, entities, sessions
-from server import build
 from tests.handler_support import EmbeddingsEndpoint, GrpcTestServer, JsonServer, McpRegistry, apis_guru_list, mcp_entry
 from tests.support import FakeClock
 

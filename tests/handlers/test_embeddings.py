@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import ErrorCategory
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.platform_tables import document_chunks, entities
 from tests.handler_support import EmbeddingsEndpoint, JsonServer, context, vector_of

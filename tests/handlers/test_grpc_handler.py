@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, lane_of
 from schedule_grpc.handlers.grpc import GrpcHandler
 from schedule_grpc.handlers.outbound import MAX_BODY_CHARS
-from schedule_grpc.models import ErrorCategory
 from tests.handler_support import LOOPBACK, GrpcTestServer, context, self_signed_certificate
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from schedule_grpc.egress import EgressPolicy
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed, lane_of
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.outbound import MAX_BODY_CHARS, safe_url
-from schedule_grpc.models import ErrorCategory
+from schedule_grpc.security.egress import EgressPolicy
 from tests.handler_support import LOOPBACK, Answer, Receiver, context
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -9,11 +9,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine, insert, select
 
-from schedule_grpc.errors import InvalidArgument
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.monitoring import parse_targets
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import ErrorCategory
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import rate_limit_usage, service_health
 from tests.handler_support import GrpcTestServer, JsonServer, context

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from schedule_grpc import retention
-from schedule_grpc.egress import EgressDenied
+from schedule_grpc.domain.models import ErrorCategory, Task
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.registry import default_registry, egress_policy
-from schedule_grpc.models import ErrorCategory, Task
+from schedule_grpc.security.egress import EgressDenied
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import entities, generations, mcp_servers
+from schedule_grpc.usecases import retention
 from tests.handler_support import EmbeddingsEndpoint, JsonServer, McpRegistry, context, mcp_entry
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)

@@ -10,15 +10,15 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from schedule_grpc.engine.engine import SchedulingEngine
+from schedule_grpc.domain.models import OverlapPolicy, Task
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.handlers.registry import default_registry
-from schedule_grpc.models import OverlapPolicy, Task
-from schedule_grpc.service import TaskService
+from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import LeaderLock, lease_for, lock_for
 from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.validation import NewTask
+from schedule_grpc.usecases.tasks import Tasks
 from tests.support import FakeClock
 
 # Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,
@@ -29,7 +29,7 @@ FUTURE = datetime(2031, 6, 2, 9, 0, 30, tzinfo=UTC)
 @dataclass
 class Replica:
     engine: SchedulingEngine
-    tasks: TaskService
+    tasks: Tasks
     wakeups: list[int] = field(default_factory=list)
 
 
@@ -47,16 +47,11 @@ def make_replica(
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
-    scheduling: list[SchedulingEngine] = []
-
-    def changed(name: str) -> None:
-        for engine in scheduling:
-            engine.task_changed(name)
-
-    store = TaskStore(db, on_change=changed)
+    # as schedule_grpc.app wires it: the engine reads the tasks through a store of its own, and the use
+    # cases' store tells it of each change
     engine = SchedulingEngine(
         database=db,
-        tasks=store,
+        tasks=TaskStore(db),
         occurrences=OccurrenceStore(db),
         lock=lock or lock_for(db),
         lease=lease_for(db),
@@ -70,8 +65,8 @@ def make_replica(
         grace_s=grace_s,
         max_catchup_rows=max_catchup_rows,
     )
-    scheduling.append(engine)
-    service = TaskService(store, ExecutionStore(db), default_registry(), clock)
+    store = TaskStore(db, on_change=engine.task_changed)
+    service = Tasks(store, ExecutionStore(db), default_registry(), clock)
     return Replica(engine, service, wakeups)
 
 
@@ -84,6 +79,7 @@ def register(
     window: timedelta = timedelta(hours=1),
 ) -> Task:
     return replica.tasks.register(
+        None,
         NewTask(
             name=name,
             schedule=schedule,
@@ -91,7 +87,7 @@ def register(
             metadata={"url": "http://127.0.0.1:9/"},
             overlap_policy=overlap,
             catchup_window=window,
-        )
+        ),
     )
 
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.firing import MAX_MISSED_RECORDED, Occurrence
-from schedule_grpc.models import OverlapPolicy
+from schedule_grpc.domain.models import OverlapPolicy
+from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.occurrences import OccurrenceStore
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
@@ -153,8 +153,8 @@ def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeCl
     kept = register(replica, "kept", "*/5 * * * *")
     paused = register(replica, "paused", "*/5 * * * *")
     gone = register(replica, "gone", "*/5 * * * *")
-    replica.tasks.disable("paused")
-    replica.tasks.unregister("gone")
+    replica.tasks.disable(None, "paused")
+    replica.tasks.unregister(None, "gone")
     assert until(lambda: _job_ids(db) == {kept.id})
     clock.advance(timedelta(minutes=6))
     replica.engine.reconcile_now()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.engine.jobs import FIRE_REF
-from schedule_grpc.engine.parts import BatchingJobStore, GuardedScheduler
-from schedule_grpc.engine.trigger import CronTaskTrigger
+from schedule_grpc.scheduling.jobs import FIRE_REF
+from schedule_grpc.scheduling.parts import BatchingJobStore, GuardedScheduler
+from schedule_grpc.scheduling.trigger import CronTaskTrigger
 from schedule_grpc.store import db as dbm
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
 from tests.support import FakeClock
@@ -91,7 +91,7 @@ def test_enabling_a_task_due_far_ahead_adds_no_job_and_disabling_removes_one(
     yearly = register(replica, "yearly", "@yearly")
     minutely = register(replica, "minutely", "* * * * *")
     assert until(lambda: minutely.id in _job_ids(db))
-    replica.tasks.disable("minutely")
+    replica.tasks.disable(None, "minutely")
     assert until(lambda: minutely.id not in _job_ids(db))
     assert yearly.id not in _job_ids(db)
 

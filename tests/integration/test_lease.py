@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.firing import Occurrence
+from schedule_grpc.scheduling.firing import Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.leader import LeadershipLost, LeaseStore, LocalLeaderLock, lease_for
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
@@ -159,7 +159,7 @@ def test_a_leader_whose_epoch_is_no_longer_current_fires_nothing_and_steps_down(
             replica.engine._hand_on([Occurrence(task.id, due, "*/5 * * * *", "UTC")], {task.id: due})
         assert rows(db, task) == []
 
-        caplog.set_level(logging.WARNING, logger="schedule_grpc.engine.engine")
+        caplog.set_level(logging.WARNING, logger="schedule_grpc.scheduling.engine")
         hang.release()  # its loop's next renewal fails: it steps down, then (the lock being free) leads again
         assert until(lambda: len(_epochs(db)) == 3 and replica.engine.wait_leader(0))
         assert [(e.replica_id, e.reason) for e in _epochs(db)] == [

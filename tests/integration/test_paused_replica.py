@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.lifecycle import Decision
-from schedule_grpc.models import ExecutionStatus, OverlapPolicy, Trigger
-from schedule_grpc.runner import Attempt, replica_lost
+from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy, Trigger
+from schedule_grpc.execution.lifecycle import Decision
+from schedule_grpc.execution.runner import Attempt, replica_lost
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.queue import Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore

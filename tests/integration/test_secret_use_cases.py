@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from schedule_grpc.domain.models import JSON, ErrorCategory, ExecutionStatus
+from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.registry import HandlerRegistry
-from schedule_grpc.models import JSON, ErrorCategory, ExecutionStatus
-from schedule_grpc.service import TaskService
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
-from schedule_grpc.tenancy import Limits
-from schedule_grpc.validation import NewTask
+from schedule_grpc.usecases.tasks import Tasks
+from schedule_grpc.usecases.tenancy import Limits
 from tests.support import FakeClock
 
 
@@ -46,7 +46,7 @@ def test_references_resolve_and_the_recorded_result_holds_no_secret(
     engine: Engine, clock: FakeClock, tmp_path: Path
 ) -> None:
     (tmp_path / "token").write_text("tok-abcdef-991\n")
-    service = TaskService(
+    service = Tasks(
         TaskStore(engine),
         ExecutionStore(engine),
         HandlerRegistry([Echo()]),
@@ -54,11 +54,11 @@ def test_references_resolve_and_the_recorded_result_holds_no_secret(
         limits=Limits(secrets_dir=str(tmp_path)),
     )
     ref = {"headers": {"Authorization": {"secretRef": "token", "prefix": "Bearer "}}}
-    service.register(NewTask(name="echo", schedule="@daily", handler="echo", metadata=ref))
-    done = service.run_now("echo")
+    service.register(None, NewTask(name="echo", schedule="@daily", handler="echo", metadata=ref))
+    done = service.run_now(None, "echo")
     assert done.status is ExecutionStatus.SUCCESS
     assert done.result == {"sent": {"headers": {"Authorization": "Bearer <redacted>"}}}
     (tmp_path / "token").unlink()
-    failed = service.run_now("echo")
+    failed = service.run_now(None, "echo")
     assert failed.status is ExecutionStatus.FAILED and failed.error_category is ErrorCategory.POLICY
     assert failed.error == "secret 'token' does not exist in SCHEDULE_SECRETS_DIR"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schedule_grpc.alerts import LogAlerts, dead_letter_email
-from schedule_grpc.logs import JsonFormatter
-from schedule_grpc.models import ErrorCategory, Execution, ExecutionStatus, Task, Trigger
+from schedule_grpc.domain.models import ErrorCategory, Execution, ExecutionStatus, Task, Trigger
+from schedule_grpc.execution.alerts import LogAlerts, dead_letter_email
+from schedule_grpc.observability.logs import JsonFormatter
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TRACE = "Traceback (most recent call last):\n" + '  File "/srv/app/handlers/http.py", line 90, in run\n' * 60
@@ -44,7 +44,7 @@ def test_a_dead_letter_alert_logs_a_short_line_and_mails_the_stack_trace(caplog:
     email = dead_letter_email(execution, task, "dlq-1")
     assert TRACE in email.body and len(email.body) > 3000
 
-    with caplog.at_level(logging.WARNING, logger="schedule_grpc.alerts"):
+    with caplog.at_level(logging.WARNING, logger="schedule_grpc.execution.alerts"):
         LogAlerts().send(email)
     [record] = caplog.records
     line = JsonFormatter().format(record)

@@ -10,7 +10,7 @@ import pytest
 from schedule_grpc.api.capacity import LongCalls
 from schedule_grpc.api.guard import peer_address
 from schedule_grpc.api.limits import Rate, RateLimiter
-from schedule_grpc.errors import ResourceExhausted
+from schedule_grpc.domain.errors import ResourceExhausted
 
 
 class Ticks:

@@ -1,4 +1,4 @@
-"""Tests for schedule_grpc.cron: crontab(5) syntax and cron(8) (cronie) DST rules.
+"""Tests for schedule_grpc.domain.cron: crontab(5) syntax and cron(8) (cronie) DST rules.
 
 Every expected instant below is derived by hand from crontab(5) / cronie's
 cron(8) rules and the zone's published offsets; offsets are written next to
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schedule_grpc.cron import NICKNAMES, CronSchedule, InvalidSchedule, validate_timezone
+from schedule_grpc.domain.cron import NICKNAMES, CronSchedule, InvalidSchedule, validate_timezone
 
 NEW_YORK = ZoneInfo("America/New_York")
 

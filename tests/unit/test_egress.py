@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schedule_grpc.egress import EgressDenied, EgressPolicy
+from schedule_grpc.security.egress import EgressDenied, EgressPolicy
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schedule_grpc.cron import CronSchedule
-from schedule_grpc.engine.jobs import fire
-from schedule_grpc.engine.trigger import CronTaskTrigger
-from schedule_grpc.firing import MAX_MISSED_RECORDED, ON_TIME_GRACE, catch_up, decide
-from schedule_grpc.models import ExecutionStatus, OverlapPolicy
+from schedule_grpc.domain.cron import CronSchedule
+from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy
+from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, ON_TIME_GRACE, catch_up, decide
+from schedule_grpc.scheduling.jobs import fire
+from schedule_grpc.scheduling.trigger import CronTaskTrigger
 
 NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schedule_grpc.engine.lease import LeaseWatch
+from schedule_grpc.scheduling.lease import LeaseWatch
 from schedule_grpc.store.leader import Lease
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

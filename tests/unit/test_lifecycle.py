@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schedule_grpc import lifecycle
-from schedule_grpc.lifecycle import Decision
-from schedule_grpc.models import (
+from schedule_grpc.domain.models import (
     DeadLetter,
     ErrorCategory,
     Execution,
@@ -20,6 +18,8 @@ from schedule_grpc.models import (
     Task,
     Trigger,
 )
+from schedule_grpc.execution import lifecycle
+from schedule_grpc.execution.lifecycle import Decision
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DONE = T0 + timedelta(seconds=3)

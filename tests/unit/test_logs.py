@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from schedule_grpc import logs
+from schedule_grpc.observability import logs
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def _lines(err: str) -> list[dict[str, object]]:
 def test_bound_ids_reach_our_records_and_the_libraries(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("INFO", "json")
     with logs.bind(task_id="task-1", task_name="report", execution_id="exec-9", unset=None):
-        logging.getLogger("schedule_grpc.executor").info("finished", extra={"status": "success"})
+        logging.getLogger("schedule_grpc.execution.executor").info("finished", extra={"status": "success"})
         logging.getLogger("apscheduler.scheduler").warning("job missed")
         logging.getLogger("grpc._server").error("stream broke")
         logging.getLogger("sqlalchemy.pool").warning("connection invalidated")
@@ -38,7 +38,7 @@ def test_bound_ids_reach_our_records_and_the_libraries(configured: None, capsys:
     logging.getLogger("schedule_grpc").info("outside")
     records = _lines(capsys.readouterr().err)
     assert [r["logger"] for r in records] == [
-        "schedule_grpc.executor",
+        "schedule_grpc.execution.executor",
         "apscheduler.scheduler",
         "grpc._server",
         "sqlalchemy.pool",

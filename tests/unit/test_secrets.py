@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from schedule_grpc import secrets
-from schedule_grpc.errors import InvalidArgument
-from schedule_grpc.models import ExecutionStatus, Outcome
+from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.models import ExecutionStatus, Outcome
+from schedule_grpc.security import secrets
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_references_resolve_from_files_and_refuse_escapes(tmp_path: Path) -> Non
 def test_log_records_of_any_logger_carry_urls_without_credentials(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from schedule_grpc import logs
+    from schedule_grpc.observability import logs
 
     logs.install_redaction()
     logs.install_redaction()  # idempotent: one wrapper, not two

@@ -7,12 +7,12 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from schedule.v1 import schedule_service_pb2 as pb
 
-from schedule_grpc import caller
 from schedule_grpc.api import auth
 from schedule_grpc.api.http import marshal, routes
 from schedule_grpc.api.limits import Rate, RateLimiter
-from schedule_grpc.caller import Caller, Role
-from schedule_grpc.errors import PermissionDenied, Unauthenticated
+from schedule_grpc.domain import caller
+from schedule_grpc.domain.caller import Caller, Role
+from schedule_grpc.domain.errors import PermissionDenied, Unauthenticated
 from schedule_grpc.settings import Settings, SettingsError
 
 
@@ -184,14 +184,19 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 def test_ownership_rule() -> None:
-    caller.require_owner("anyone", "task")  # open: no caller
-    with caller.acting_as(Caller("alpha", Role.SERVICE)):
-        caller.require_owner("alpha", "task")
-        for owner in ("beta", None):
-            with pytest.raises(PermissionDenied):
-                caller.require_owner(owner, "task")
-    with caller.acting_as(Caller("ops", Role.ADMIN)):
-        caller.require_owner(None, "task")
+    caller.require_owner(None, "anyone", "task")  # open: no caller
+    alpha = Caller("alpha", Role.SERVICE)
+    caller.require_owner(alpha, "alpha", "task")
+    for owner in ("beta", None):
+        with pytest.raises(PermissionDenied):
+            caller.require_owner(alpha, owner, "task")
+    caller.require_owner(Caller("ops", Role.ADMIN), None, "task")
+
+
+def test_the_caller_is_set_for_the_block_only() -> None:
+    alpha = Caller("alpha", Role.SERVICE)
+    with caller.acting_as(alpha):
+        assert caller.current() is alpha
     assert caller.current() is None
 
 

@@ -9,14 +9,14 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from schedule_grpc import errors, tokens, validation
 from schedule_grpc.api.status import ERROR_CODES, codes_for, to_status
+from schedule_grpc.domain import errors, tokens, validation
+from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.models import ErrorCategory
+from schedule_grpc.execution.runner import categorize
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
-from schedule_grpc.ids import new_id
-from schedule_grpc.logs import JsonFormatter
-from schedule_grpc.models import ErrorCategory
-from schedule_grpc.runner import categorize
+from schedule_grpc.observability.logs import JsonFormatter
 from schedule_grpc.settings import Settings, SettingsError
 
 

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from schedule_grpc.errors import excerpt
+from schedule_grpc.domain.errors import excerpt
 
 _WELL_KNOWN_PREFIX = "google.protobuf."
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")

@@ -1,0 +1,1 @@
+"""What a task may reach and what it may reveal: secrets in metadata, the egress policy."""
