@@ -169,7 +169,11 @@ def build(
     observability = Observability(settings, engine, clock)
     registry = handlers or default_registry(settings)
     if registry.get(retention.TASK_NAME) is None:  # the built-in retention task's handler
-        registry.register(HistoryCleanupHandler(settings.database_url, RetentionPolicy.from_settings(settings)))
+        registry.register(
+            HistoryCleanupHandler(
+                retention.PurgeHistory(settings.database_url, RetentionPolicy.from_settings(settings))
+            )
+        )
     task_store = TaskStore(engine, on_change=task_changed)
     queue = QueueStore(engine)
     alerts = _alerts(settings)

@@ -24,6 +24,7 @@ from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
 from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.observability import logs
 from schedule_grpc.settings import Settings
+from schedule_grpc.store.handler_data import HANDLER_DATA
 
 
 class BenchPost:
@@ -67,7 +68,7 @@ async def _floor(url: str, count: int) -> None:
 
     async def one(i: int) -> None:
         context = HandlerContext(
-            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30)
+            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30), HANDLER_DATA
         )
         async with in_flight:
             await handler.run_async(context)

@@ -125,15 +125,18 @@ def failure(error: grpc.RpcError, what: str) -> HandlerFailed:
 
 
 async def probe_health(target: str, service: str, *, tls: bool, timeout_s: float, egress: EgressPolicy) -> str:
-    """Asks ``grpc.health.v1.Health/Check``; returns the serving status name.
+    """Asks ``grpc.health.v1.Health/Check``; returns the serving status name (``SERVING``: up), or
+    ``CODE: details`` when the call fails, so callers need not know gRPC's error type.
 
-    Raises grpc.RpcError from the call, HandlerFailed when the policy refuses the target.
+    Raises HandlerFailed when the policy refuses the target.
     """
     channel = await open_channel(target, egress, tls=tls)
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
         )
+    except grpc.RpcError as error:
+        return f"{error.code().name}: {error.details()}"
     finally:
         await channel.close(None)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

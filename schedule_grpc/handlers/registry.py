@@ -48,6 +48,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
     """The ``http`` and ``grpc`` handlers and the seed's 13, configured from ``settings``."""
     from schedule_grpc.handlers.analytics import BackupDatabaseHandler, UpdateAnalyticsHandler
     from schedule_grpc.handlers.cleanup import cleanup_handlers
+    from schedule_grpc.handlers.data import PLATFORM_TABLES
     from schedule_grpc.handlers.embeddings import embeddings_handlers
     from schedule_grpc.handlers.grpc import GrpcHandler
     from schedule_grpc.handlers.http import HttpHandler
@@ -55,7 +56,6 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
     from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
     from schedule_grpc.handlers.tables import allowed_tables, parse_handler_tables
     from schedule_grpc.handlers.verification import VerifyImportedDataHandler
-    from schedule_grpc.store.platform_tables import platform_metadata
 
     service_db = settings.database_url
     platform_db = settings.platform_database_url or settings.database_url
@@ -89,7 +89,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         UpdateAnalyticsHandler(
             service_database_url=service_db,
             platform_database_url=platform_db,
-            allowed_tables=allowed_tables("update-analytics", platform_metadata.tables, allowed),
+            allowed_tables=allowed_tables("update-analytics", PLATFORM_TABLES, allowed),
         ),
         BackupDatabaseHandler(
             service_database_url=service_db,

@@ -7,7 +7,6 @@ identifiers and every statement is built with SQLAlchemy Core (names quoted, val
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,14 +18,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from schedule_grpc.store.db import make_engine, translate_errors
 from schedule_grpc.store.platform_tables import VectorType, service_health
 from schedule_grpc.store.tables import UtcDateTime
-
-IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def is_identifier(name: str, *, qualified: bool = False) -> bool:
-    """Whether ``name`` is a plain SQL identifier (``schema.table`` too when ``qualified``)."""
-    parts = name.split(".") if qualified else [name]
-    return 1 <= len(parts) <= 2 and all(IDENTIFIER_RE.fullmatch(p) for p in parts)
 
 
 def _table(name: str, *columns: ColumnClause[Any]) -> TableClause:

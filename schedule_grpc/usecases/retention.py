@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.errors import AlreadyExists
 from schedule_grpc.domain.models import Task
 from schedule_grpc.domain.validation import NewTask
+from schedule_grpc.handlers.maintenance import TASK_NAME as TASK_NAME  # the task is named after its handler
 from schedule_grpc.settings import Settings
+from schedule_grpc.store import platform
 from schedule_grpc.store.events import EventStore
 from schedule_grpc.store.retention import RetentionStore
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = "cleanup-execution-history"
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,29 @@ class Retention:
             },
         )
         return report
+
+
+@dataclass(frozen=True)
+class _At:
+    """The clock of one run: "now" is the occurrence's scheduled instant, so a retry deletes the same rows."""
+
+    instant: datetime
+
+    def now(self) -> datetime:
+        return self.instant
+
+
+@dataclass(frozen=True)
+class PurgeHistory:
+    """The cleanup handler's work (``handlers.maintenance.HistoryPurge``): one run on ``database_url``
+    with a small engine of its own, since it runs in a worker process."""
+
+    database_url: str
+    policy: RetentionPolicy
+
+    def __call__(self, now: datetime) -> RetentionReport:
+        with platform.connect(self.database_url) as database:
+            return Retention(RetentionStore(database), EventStore(database), self.policy, _At(now)).run()
 
 
 def maintenance_task(schedule: str) -> NewTask:
