@@ -19,10 +19,10 @@ from schedule_grpc.handlers.base import lane_of
 from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from server import Service, build
-from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until
+from tests.execution.conftest import enqueue_scheduled, history, replica_settings
 from tests.execution.smtp import SmtpServer
 from tests.handler_support import Answer, GrpcTestServer, Receiver
-from tests.support import FakeClock
+from tests.support import FakeClock, eventually
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def run_once(
     task = stub.RegisterTask(request, timeout=10).task
     enqueue_scheduled(replica, task.id, task.name, clock.now())
     done = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
-    [execution] = wait_until(lambda: [x for x in history(replica, name) if x.status in done], 30)
+    [execution] = eventually(lambda: [x for x in history(replica, name) if x.status in done], 30)
     return execution
 
 

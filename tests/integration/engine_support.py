@@ -103,13 +103,3 @@ def rows(db: Engine, task: Task | None = None) -> list[Any]:
         params["t"] = task.id
     with db.connect() as conn:
         return list(conn.execute(text(query + " ORDER BY scheduled_for"), params))
-
-
-def until(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
-    """Polls ``condition`` (the engine's threads react in milliseconds; no cron wait)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
