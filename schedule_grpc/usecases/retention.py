@@ -139,7 +139,7 @@ class _At:
 @dataclass(frozen=True)
 class PurgeHistory:
     """The cleanup handler's work (``handlers.maintenance.HistoryPurge``): one run on ``database_url``
-    with a small engine of its own, since it runs in a worker process."""
+    with a small connection pool of its own, since it runs in a worker process."""
 
     database_url: str
     policy: RetentionPolicy
