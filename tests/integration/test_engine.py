@@ -13,8 +13,8 @@ from schedule_grpc.domain.models import OverlapPolicy
 from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.occurrences import OccurrenceStore
-from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
+from tests.support import FakeClock, eventually
 
 MINUTE = timedelta(minutes=1)
 
@@ -51,7 +51,7 @@ def test_each_instant_becomes_one_pending_row_and_next_run_moves_on(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "every-5", "*/5 * * * *")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     first = datetime(2031, 6, 2, 9, 5, tzinfo=UTC)
     clock.set(first + timedelta(minutes=10, seconds=3))
     result = replica.engine.reconcile_now()
@@ -83,7 +83,7 @@ def test_occurrences_beyond_the_catch_up_window_are_recorded_missed_and_bounded(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "minutely", "* * * * *", window=timedelta(minutes=10))
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     clock.advance(timedelta(days=3))  # down for three days
     replica.engine.reconcile_now()
     recorded = rows(db, task)
@@ -104,19 +104,19 @@ def test_catch_up_writes_a_bounded_number_of_rows_per_pass_and_finishes_in_later
     try:
         assert replica.engine.wait_leader(10)
         tasks = [register(replica, f"minutely-{i}", "* * * * *", window=timedelta(hours=1)) for i in range(3)]
-        assert until(lambda: all(t.id in _job_ids(db) for t in tasks))
+        assert eventually(lambda: all(t.id in _job_ids(db) for t in tasks))
         replica.engine.stop()  # down for two hours: 3 tasks x (60 missed + 60 late) = 360 rows to catch up
         clock.advance(timedelta(hours=2))
         replica = make_replica(db, clock, "r2", max_catchup_rows=100, interval_s=3600)
         replica.engine.start()
         assert replica.engine.wait_leader(10)
         # the promotion's pass wrote 100; the engine follows with further passes of at most 100 on its own
-        assert until(lambda: len(rows(db)) == 360, timeout_s=20), len(rows(db))
+        assert eventually(lambda: len(rows(db)) == 360, timeout_s=20), len(rows(db))
         for task in tasks:
             instants = [r.scheduled_for for r in rows(db, task)]
             assert len(instants) == len(set(instants)) == 120  # each minute once, none lost, none twice
             task_id = task.id
-            assert until(lambda: task_id in _job_ids(db))  # caught up: back to its job  # noqa: B023
+            assert eventually(lambda: task_id in _job_ids(db))  # caught up: back to its job  # noqa: B023
     finally:
         replica.engine.stop()
     passes = [getattr(r, "caught_up", 0) for r in caplog.records if r.getMessage() == "reconciled"]
@@ -127,7 +127,7 @@ def test_overlap_skip_records_the_skipped_occurrence_with_its_reason(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "slow", "*/10 * * * *", overlap=OverlapPolicy.SKIP)
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 20, 1, tzinfo=UTC))
     replica.engine.reconcile_now()
     statuses = [(r.status, r.error) for r in rows(db, task)]
@@ -139,7 +139,7 @@ def test_overlap_queue_one_keeps_one_waiting_behind_a_running_execution(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "queued", "*/10 * * * *", overlap=OverlapPolicy.QUEUE_ONE)
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 10, 1, tzinfo=UTC))
     replica.engine.reconcile_now()
     with db.begin() as conn:  # the executor started it
@@ -155,7 +155,7 @@ def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeCl
     gone = register(replica, "gone", "*/5 * * * *")
     replica.tasks.disable(None, "paused")
     replica.tasks.unregister(None, "gone")
-    assert until(lambda: _job_ids(db) == {kept.id})
+    assert eventually(lambda: _job_ids(db) == {kept.id})
     clock.advance(timedelta(minutes=6))
     replica.engine.reconcile_now()
     assert len(rows(db, kept)) == 1
@@ -165,7 +165,7 @@ def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeCl
 
 def test_a_registered_task_is_in_the_scheduler_at_once(db: Engine, replica: Replica) -> None:
     task = register(replica, "new", "@daily")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
 
 
 def test_the_scheduler_loop_fires_a_due_task(db: Engine) -> None:
@@ -177,10 +177,10 @@ def test_the_scheduler_loop_fires_a_due_task(db: Engine) -> None:
     try:
         assert replica.engine.wait_leader(10)
         task = register(replica, "loop", "* * * * *")
-        assert until(lambda: len(rows(db, task)) >= 1)
+        assert eventually(lambda: len(rows(db, task)) >= 1)
         first = rows(db, task)[0]
         assert first.status == "pending"
-        assert until(lambda: _next_run(db, "loop") > datetime.now(UTC))
+        assert eventually(lambda: _next_run(db, "loop") > datetime.now(UTC))
     finally:
         replica.engine.stop()
     assert not replica.engine.is_leader
@@ -191,20 +191,20 @@ def test_a_failing_loop_shows_in_health_and_heals(db: Engine, clock: FakeClock, 
     with db.begin() as conn:
         conn.execute(text("ALTER TABLE apscheduler_jobs RENAME TO apscheduler_jobs_away"))
     replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
-    assert until(lambda: _failing(replica))
+    assert eventually(lambda: _failing(replica))
     with db.begin() as conn:
         conn.execute(text("ALTER TABLE apscheduler_jobs_away RENAME TO apscheduler_jobs"))
     replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
-    assert until(lambda: not _failing(replica))
+    assert eventually(lambda: not _failing(replica))
 
 
 def test_a_dead_scheduler_loop_is_restarted(db: Engine, clock: FakeClock, replica: Replica) -> None:
     task = register(replica, "survivor", "*/5 * * * *")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     old = replica.engine._scheduler
     assert old is not None
     old.shutdown(wait=False)  # the loop thread ends, as when APScheduler dies
-    assert until(lambda: replica.engine._scheduler is not None and replica.engine._scheduler is not old)
+    assert eventually(lambda: replica.engine._scheduler is not None and replica.engine._scheduler is not old)
     clock.advance(timedelta(minutes=5))
     replica.engine.reconcile_now()
     assert len(rows(db, task)) == 1

@@ -12,8 +12,8 @@ from schedule_grpc.scheduling.jobs import FIRE_REF
 from schedule_grpc.scheduling.parts import BatchingJobStore, GuardedScheduler
 from schedule_grpc.scheduling.trigger import CronTaskTrigger
 from schedule_grpc.store import db as dbm
-from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
+from tests.support import FakeClock, eventually
 
 HORIZON = timedelta(minutes=10)
 
@@ -58,7 +58,7 @@ def test_a_task_due_beyond_the_horizon_gets_its_job_once_it_comes_within_it(
 ) -> None:
     soon = register(replica, "soon", "*/5 * * * *")
     daily = register(replica, "daily", "0 12 * * *")
-    assert until(lambda: soon.id in _job_ids(db))
+    assert eventually(lambda: soon.id in _job_ids(db))
     assert daily.id not in _job_ids(db)
     noon = datetime(2031, 6, 2, 12, tzinfo=UTC)
     assert _next_run(db, daily.id) == noon  # kept in the tasks table meanwhile
@@ -76,7 +76,7 @@ def test_a_task_whose_next_fire_moves_beyond_the_horizon_gives_its_job_up(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     hourly = register(replica, "hourly", "5 * * * *")
-    assert until(lambda: hourly.id in _job_ids(db))
+    assert eventually(lambda: hourly.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 5, 1, tzinfo=UTC))
     result = replica.engine.reconcile_now()
     assert result is not None and result.caught_up == 1 and result.removed == 1
@@ -90,9 +90,9 @@ def test_enabling_a_task_due_far_ahead_adds_no_job_and_disabling_removes_one(
 ) -> None:
     yearly = register(replica, "yearly", "@yearly")
     minutely = register(replica, "minutely", "* * * * *")
-    assert until(lambda: minutely.id in _job_ids(db))
+    assert eventually(lambda: minutely.id in _job_ids(db))
     replica.tasks.disable(None, "minutely")
-    assert until(lambda: minutely.id not in _job_ids(db))
+    assert eventually(lambda: minutely.id not in _job_ids(db))
     assert yearly.id not in _job_ids(db)
 
 
