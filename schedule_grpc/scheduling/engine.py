@@ -6,13 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from schedule_grpc.domain.clock import Clock
+from schedule_grpc.scheduling.apscheduler import Due, TaskScheduler
 from schedule_grpc.scheduling.firing import Occurrence
 from schedule_grpc.scheduling.lease import Campaign, LeaseWatch
-from schedule_grpc.scheduling.parts import BatchingJobStore, GuardedScheduler, OccurrenceBuffer, OccurrenceExecutor
 from schedule_grpc.scheduling.reconcile import DEFAULT_MAX_CATCHUP_ROWS, Reconciler, ReconcileResult
 from schedule_grpc.store.leader import LeaderLock, LeadershipLost, LeaseStore
 from schedule_grpc.store.occurrences import EnqueueResult, OccurrenceStore
@@ -83,9 +83,8 @@ class SchedulingEngine:
         self._leading = threading.Event()
         self._ready = threading.Event()  # leading and promoted (caught up, loop running)
         self._thread = threading.Thread(target=self._run, name="scheduling-engine", daemon=True)
-        self._scheduler: GuardedScheduler | None = None
+        self._scheduler: TaskScheduler | None = None
         self._reconciler: Reconciler | None = None
-        self._buffer = OccurrenceBuffer()
         self._failures: dict[str, str] = {}
         self._failures_lock = threading.Lock()
         self._lease_interval_s = lease_interval_s
@@ -97,8 +96,8 @@ class SchedulingEngine:
         )
         self._beat = monotonic()  # when the firing loop last began a pass (renewed the lease)
         self._deposed: str | None = None  # set by the loop when its epoch is no longer current
-        self._stopping: GuardedScheduler | None = None  # a loop being stopped (leadership ended)
-        self._stuck: GuardedScheduler | None = None  # a loop that did not stop when leadership ended
+        self._stopping: TaskScheduler | None = None  # a loop being stopped (leadership ended)
+        self._stuck: TaskScheduler | None = None  # a loop that did not stop when leadership ended
         self.epoch: int | None = None
         self.totals = EnqueueResult()
 
@@ -208,7 +207,7 @@ class SchedulingEngine:
         log.warning("the stuck firing loop ended; campaigning again", extra={"replica_id": self.replica_id})
         return False
 
-    def _before_pass(self, scheduler: GuardedScheduler) -> bool:
+    def _before_pass(self, scheduler: TaskScheduler) -> bool:
         """Run by the firing loop before each pass: renews the lease; False when it must not fire."""
         epoch = self.epoch
         if scheduler is not self._scheduler or epoch is None or not self.is_leader or self._deposed:
@@ -263,19 +262,16 @@ class SchedulingEngine:
         return True
 
     def _start_scheduler(self) -> None:
-        scheduler = GuardedScheduler(
+        scheduler = TaskScheduler(
+            self._database,
+            now=self._clock.now,
+            on_due=self._fire,
             on_error=lambda error: self._failed("loop", error),
             on_pass=lambda: self._recovered("loop"),
             retry_s=self._retry_s,
             before_pass=self._before_pass,
             max_wait_s=self._lease_interval_s,
-            timezone=UTC,
-            jobstore_retry_interval=self._retry_s,
         )
-        self._buffer = OccurrenceBuffer()
-        store = BatchingJobStore(self._database, on_pass_end=self._end_pass, on_error=scheduler.report_error)
-        scheduler.add_jobstore(store, "default")
-        scheduler.add_executor(OccurrenceExecutor(self._buffer), "default")
         self._scheduler = scheduler
         scheduler.start(paused=True)
         self._reconciler = Reconciler(
@@ -321,12 +317,14 @@ class SchedulingEngine:
 
     # --- handing occurrences on --------------------------------------------------------------
 
-    def _end_pass(self) -> None:
-        occurrences, next_runs = self._buffer.take()
-        if not self.is_leader:  # stepped down during the pass: abandon it, jobs included
+    def _fire(self, due: list[Due]) -> None:
+        """A pass's due instants: stored behind the fence, with each task's next run (see the package doc)."""
+        if not self.is_leader:  # stepped down during the pass: abandon it, its entries included
             raise LeadershipLost("stopped leading during the pass")
-        if occurrences or next_runs:
-            self._hand_on(occurrences, next_runs)
+        occurrences = [
+            Occurrence(d.task_id, t, d.schedule.expression, d.schedule.timezone) for d in due for t in d.instants
+        ]
+        self._hand_on(occurrences, {d.task_id: d.next_run for d in due})
 
     def _hand_on(self, occurrences: list[Occurrence], next_runs: Mapping[str, datetime]) -> None:
         epoch = self.epoch
