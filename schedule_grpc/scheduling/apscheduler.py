@@ -157,6 +157,8 @@ class TaskScheduler(BackgroundScheduler):  # type: ignore[misc]
         max_wait_s: float | None = None,
     ) -> None:
         super().__init__(timezone=UTC)
+        # APScheduler logs every job added at INFO: one line per task per reconciliation.
+        logging.getLogger("apscheduler").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
         self._now = now
         self._on_due = on_due
         self._on_error = on_error
