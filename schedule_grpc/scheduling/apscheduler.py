@@ -218,13 +218,14 @@ class TaskScheduler(BackgroundScheduler):  # type: ignore[misc]
     # --- the loop ---------------------------------------------------------------------------
 
     def _process_jobs(self) -> float | None:
-        if self.state == STATE_PAUSED:
-            return None  # resume() wakes the loop
         try:
             if self._before_pass is not None and not self._before_pass(self):
                 return self._max_wait_s if self._max_wait_s is not None else self._retry_s
-            with self._jobstores_lock:
-                wait = self._fire_due()
+            if self.state == STATE_PAUSED:  # APScheduler does not wake a paused loop; resume() does
+                wait = None
+            else:
+                with self._jobstores_lock:
+                    wait = self._fire_due()
         except LeadershipLost:
             return self._retry_s
         except Exception as error:

@@ -138,7 +138,7 @@ def test_the_loop_thread_runs_our_pass_on_the_injected_clock_and_moves_the_entry
     try:
         assert scheduler.loop_alive, "BackgroundScheduler no longer keeps its loop thread in _thread"
         scheduler.put("t1", "task one", schedule, instant, exists=False)
-        assert not loop.fired.wait(0.3) and loop.passes == 0, "a paused scheduler ran a pass"
+        assert not loop.fired.wait(0.3) and loop.passes == 0, "the loop of a paused scheduler woke up"
         scheduler.resume()
         assert until(lambda: loop.passes >= 2), "the loop thread does not call _process_jobs (our pass)"
         assert threading.current_thread().name not in loop.threads
