@@ -77,8 +77,8 @@ def test_a_task_whose_next_fire_moves_beyond_the_horizon_gives_its_job_up(
     hourly = register(replica, "hourly", "5 * * * *")
     assert until(lambda: hourly.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 5, 1, tzinfo=UTC))
-    result = replica.engine.reconcile_now()
-    assert result is not None and result.caught_up == 1 and result.removed == 1
+    result = replica.engine.reconcile_now()  # the instant is caught up here or by the loop's pass meanwhile
+    assert result is not None and result.removed == 1
     assert hourly.id not in _job_ids(db)
     assert len(rows(db, hourly)) == 1
     assert _next_run(db, hourly.id) == datetime(2031, 6, 2, 10, 5, tzinfo=UTC)
@@ -127,8 +127,8 @@ def test_a_promotion_pages_through_many_tasks_and_adds_only_those_due_soon(db: E
             unknown = conn.execute(text("SELECT count(*) FROM scheduled_tasks WHERE next_run IS NULL")).scalar()
         assert unknown == 0  # every task's next run was computed and stored, with or without a job
         clock.set(due + timedelta(seconds=2))
-        result = replica.engine.reconcile_now()
-        assert result is not None and result.caught_up == 625
+        assert replica.engine.reconcile_now() is not None  # or the loop's pass, on the same clock, fired first
+        assert len(rows(db)) == 625
     finally:
         replica.engine.stop()
 
