@@ -22,8 +22,8 @@ from schedule_grpc.store.tasks import TaskStore
 from schedule_grpc.usecases.tasks import Tasks
 from tests.support import FakeClock
 
-# Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,
-# so each test moves the fake clock and reconciles to fire.
+# Years after the wall clock, so nothing depends on it: the engine (its firing loop included) reads
+# only the fake clock, which each test moves, then reconciles (or lets the loop's next pass fire).
 FUTURE = datetime(2031, 6, 2, 9, 0, 30, tzinfo=UTC)
 
 

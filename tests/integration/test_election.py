@@ -70,7 +70,7 @@ def test_a_task_registered_through_a_follower_reaches_the_leader_by_notify(
     assert leader.engine.wait_leader(5)
     follower = next(r for r in started if r is not leader)
     task = register(follower, "via-follower", "*/5 * * * *")
-    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.get_job(task.id))
+    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.entry(task.id))
     clock.advance(timedelta(minutes=5))
     assert follower.engine.reconcile_now() is None  # followers never fire
     leader.engine.reconcile_now()
@@ -100,7 +100,7 @@ def test_a_deposed_leader_stores_nothing(db: Engine, replicas: tuple[FakeClock, 
     leader = _leader(started)
     assert leader.engine.wait_leader(5)
     task = register(leader, "late", "*/5 * * * *")
-    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.get_job(task.id))
+    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.entry(task.id))
     leader.engine.stop()
     clock.advance(timedelta(minutes=5))
     leader.engine._hand_on([Occurrence(task.id, FUTURE, "*/5 * * * *", "UTC")], {})

@@ -54,8 +54,9 @@ def test_each_instant_becomes_one_pending_row_and_next_run_moves_on(
     assert eventually(lambda: task.id in _job_ids(db))
     first = datetime(2031, 6, 2, 9, 5, tzinfo=UTC)
     clock.set(first + timedelta(minutes=10, seconds=3))
-    result = replica.engine.reconcile_now()
-    assert result is not None and result.caught_up == 3
+    # The firing loop reads the same clock: its next pass or this reconciliation, whichever comes
+    # first, hands the three instants on; the rows are the same either way.
+    assert replica.engine.reconcile_now() is not None
     fired = rows(db, task)
     assert [_utc(r.scheduled_for) for r in fired] == [first, first + 5 * MINUTE, first + 10 * MINUTE]
     assert {(r.status, r.trigger, r.attempt) for r in fired} == {("pending", "schedule", 1)}
@@ -84,8 +85,14 @@ def test_occurrences_beyond_the_catch_up_window_are_recorded_missed_and_bounded(
 ) -> None:
     task = register(replica, "minutely", "* * * * *", window=timedelta(minutes=10))
     assert eventually(lambda: task.id in _job_ids(db))
-    clock.advance(timedelta(days=3))  # down for three days
-    replica.engine.reconcile_now()
+    replica.engine.stop()  # down for three days; the next leader catches up before its loop runs
+    clock.advance(timedelta(days=3))
+    after = make_replica(db, clock, "r2")
+    after.engine.start()
+    try:
+        assert after.engine.wait_leader(10)
+    finally:
+        after.engine.stop()
     recorded = rows(db, task)
     missed = [r for r in recorded if r.status == "missed"]
     pending = [r for r in recorded if r.status == "pending"]
@@ -168,19 +175,22 @@ def test_a_registered_task_is_in_the_scheduler_at_once(db: Engine, replica: Repl
     assert eventually(lambda: task.id in _job_ids(db))
 
 
-def test_the_scheduler_loop_fires_a_due_task(db: Engine) -> None:
-    # The fake clock two minutes behind the wall clock: the task's next instant has already passed
-    # for APScheduler's loop, which fires it at once (no wait for a cron instant).
-    clock = FakeClock(datetime.now(UTC) - 2 * MINUTE)
-    replica = make_replica(db, clock)
+def test_the_scheduler_loop_fires_a_due_task_on_the_injected_clock(db: Engine, clock: FakeClock) -> None:
+    # No reconciliation here: the firing loop itself reads the engine's clock, so moving the clock
+    # past an instant is enough for its next pass (within a second) to fire it.
+    replica = make_replica(db, clock, interval_s=3600)
     replica.engine.start()
     try:
         assert replica.engine.wait_leader(10)
         task = register(replica, "loop", "* * * * *")
-        assert eventually(lambda: len(rows(db, task)) >= 1)
-        first = rows(db, task)[0]
-        assert first.status == "pending"
-        assert eventually(lambda: _next_run(db, "loop") > datetime.now(UTC))
+        assert eventually(lambda: task.id in _job_ids(db))
+        first = datetime(2031, 6, 2, 9, 1, tzinfo=UTC)
+        assert _next_run(db, "loop") == first
+        clock.set(first + timedelta(seconds=2))
+        assert eventually(lambda: len(rows(db, task)) == 1)
+        assert [(_utc(r.scheduled_for), r.status) for r in rows(db, task)] == [(first, "pending")]
+        # the tasks table's next run moved on first; the loop's own entry follows it
+        assert eventually(lambda: _next_run(db, "loop") == first + MINUTE and _job_next(db, task.id) == first + MINUTE)
     finally:
         replica.engine.stop()
     assert not replica.engine.is_leader
@@ -222,6 +232,13 @@ def _failing(replica: Replica) -> bool:
     except RuntimeError:
         return True
     return False
+
+
+def _job_next(db: Engine, task_id: str) -> datetime:
+    with db.connect() as conn:
+        value = conn.execute(text("SELECT next_run_time FROM apscheduler_jobs WHERE id = :i"), {"i": task_id}).scalar()
+    assert value is not None
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _job_ids(db: Engine) -> set[str]:

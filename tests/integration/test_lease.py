@@ -94,7 +94,7 @@ def test_a_hung_leader_is_replaced_and_fires_nothing_when_it_wakes(db: Engine, m
         (new,) = [r for r in replicas if r is not old]
         assert old.engine.wait_leader(5)
         task = register(old, "every-five", "*/5 * * * *")
-        assert eventually(lambda: old.engine._scheduler is not None and old.engine._scheduler.get_job(task.id))
+        assert eventually(lambda: old.engine._scheduler is not None and old.engine._scheduler.entry(task.id))
 
         hang = Hang(monkeypatch, old)
         assert hang.entered.wait(5)  # the leader's firing loop is now stuck in a renewal
@@ -147,7 +147,7 @@ def test_a_leader_whose_epoch_is_no_longer_current_fires_nothing_and_steps_down(
     try:
         assert replica.engine.wait_leader(5)
         task = register(replica, "woken", "*/5 * * * *")
-        assert eventually(lambda: replica.engine._scheduler is not None and replica.engine._scheduler.get_job(task.id))
+        assert eventually(lambda: replica.engine._scheduler is not None and replica.engine._scheduler.entry(task.id))
         hang = Hang(monkeypatch, replica)
         assert hang.entered.wait(5)
         lease_for(db).promote(  # another replica took over meanwhile
