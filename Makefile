@@ -31,10 +31,11 @@ proto: install  ## regenerate generated/ from proto/
 proto-check: install  ## fail when generated/ is stale
 	$(PY) scripts/gen_proto.py --check
 
-lint: install  ## ruff, mypy --strict, buf lint
+lint: install  ## ruff, mypy --strict, the import contracts (pyproject.toml), buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy schedule_grpc server.py scripts tests
+	$(VENV)/bin/lint-imports
 	$(BUF) lint
 
 bench: install  ## RPC latency against its floors (needs Postgres)

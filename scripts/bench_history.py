@@ -50,9 +50,9 @@ def seed(admin_url: str, tasks: int, rows: int) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DB}"')
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=DB)
-    engine = db.make_engine(sqlalchemy_url(url))
-    db.migrate(engine)
-    engine.dispose()
+    database = db.make_engine(sqlalchemy_url(url))
+    db.migrate(database)
+    database.dispose()
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         conn.execute("SET session_replication_role = replica")  # seeding is not an execution: no events

@@ -19,11 +19,12 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from schedule_grpc.app import build
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.observability import logs
 from schedule_grpc.settings import Settings
+from schedule_grpc.store.handler_data import HANDLER_DATA
 
 
 class BenchPost:
@@ -67,7 +68,7 @@ async def _floor(url: str, count: int) -> None:
 
     async def one(i: int) -> None:
         context = HandlerContext(
-            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30)
+            f"floor-{i}", "floor", "floor", datetime.now(UTC), 1, {"url": url}, timedelta(seconds=30), HANDLER_DATA
         )
         async with in_flight:
             await handler.run_async(context)
@@ -94,7 +95,7 @@ def main() -> int:
         import schedule_grpc.execution.executor
 
         setattr(schedule_grpc.execution.executor, "RemoteLane", ProcessRemoteLane)  # noqa: B010 - swapped for the comparison
-    registry = default_registry(settings)
+    registry = handler_registry(settings)
     registry.register(BenchPost())
     registry.register(BenchPostLocal())
     stop = threading.Event()

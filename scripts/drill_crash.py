@@ -143,12 +143,12 @@ def main() -> int:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = make_url(args.admin_url).set(drivername="postgresql+psycopg", database=name)
     url_s = url.render_as_string(hide_password=False)
-    engine = db.make_engine(url_s)
+    database = db.make_engine(url_s)
     replicas: list[subprocess.Popen[bytes]] = []
     try:
-        db.migrate(engine)
-        tasks = TaskStore(engine)
-        queue = QueueStore(engine)
+        db.migrate(database)
+        tasks = TaskStore(database)
+        queue = QueueStore(database)
         handler = "drill-work-remote" if args.lane == "remote" else "drill-work"
         work = make_task(tasks, "drill-work", handler, {"seconds": args.work_s})
 
@@ -167,7 +167,7 @@ def main() -> int:
         victim = replicas[0]
         victim_owner = f"-{victim.pid}-"
         deadline = time.monotonic() + 30
-        with engine.connect() as conn:
+        with database.connect() as conn:
             while time.monotonic() < deadline:
                 in_flight = conn.execute(
                     text("SELECT count(*) FROM task_executions WHERE status = 'running' AND lease_owner LIKE :o"),
@@ -184,7 +184,7 @@ def main() -> int:
 
         deadline = time.monotonic() + args.max_wait_s
         while time.monotonic() < deadline:
-            with engine.connect() as conn:
+            with database.connect() as conn:
                 done = conn.execute(
                     text("SELECT count(DISTINCT scheduled_for) FROM task_executions WHERE status = 'success'")
                 ).scalar()
@@ -192,7 +192,7 @@ def main() -> int:
                 break
             time.sleep(0.2)
         settled_s = time.monotonic() - killed_at
-        with engine.connect() as conn:
+        with database.connect() as conn:
             row = conn.execute(
                 text(
                     """
@@ -276,7 +276,7 @@ def main() -> int:
                 replica.wait(10)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(replica.pid, signal.SIGKILL)  # its fork server and worker processes
-        engine.dispose()
+        database.dispose()
         with psycopg.connect(args.admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

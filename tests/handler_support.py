@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.security.egress import EgressPolicy
+from schedule_grpc.store.handler_data import HANDLER_DATA
 
 # Handlers under test call real servers on loopback, which the default policy refuses.
 LOOPBACK = EgressPolicy.parse(allow=["127.0.0.0/8", "::1/128"])
@@ -42,6 +43,7 @@ def context(
         attempt=attempt,
         metadata=metadata or {},
         timeout=timedelta(seconds=timeout_s),
+        data=HANDLER_DATA,
     )
 
 

@@ -9,10 +9,11 @@ from functools import partial
 from schedule_grpc.api.auth import Security
 from schedule_grpc.api.health import HealthMonitor
 from schedule_grpc.app import builders, listeners
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.app.parts import Off
 from schedule_grpc.app.replica import Replica
 from schedule_grpc.domain.clock import Clock, SystemClock
-from schedule_grpc.handlers.registry import HandlerRegistry, default_registry, deny_own_endpoints
+from schedule_grpc.handlers.registry import HandlerRegistry, deny_own_endpoints
 from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import db
@@ -32,7 +33,7 @@ def build(settings: Settings, *, clock: Clock | None = None, handlers: HandlerRe
     if settings.migrate_on_start:
         db.migrate(database)
     replica = builders.replica_id(settings)
-    registry = handlers or default_registry(settings)
+    registry = handlers or handler_registry(settings)
     observability = builders.observability(settings, database)
     alerts = builders.alerts(settings)
     queue = QueueStore(database)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from schedule_grpc.domain.models import ErrorCategory
+
 # What an error may echo back: gRPC clients refuse trailers over 8 KB (status message + details), so a
 # caller's 5,000-character value must not come back whole.
 MAX_MESSAGE_CHARS = 1024
@@ -146,3 +148,12 @@ class DeadlineExceeded(ScheduleError):
     """The operation did not finish within the caller's deadline."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+class HandlerFailed(Exception):
+    """A handler's failure with its category (network, logic, ...); recorded on the execution, never an RPC
+    error. Here rather than in handlers/ because security (an unreadable secret) raises it too."""
+
+    def __init__(self, message: str, category: ErrorCategory) -> None:
+        super().__init__(message)
+        self.category = category

@@ -17,6 +17,7 @@ from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.models import JSON, ErrorCategory, Execution, ExecutionStatus, Outcome, Task
 from schedule_grpc.handlers.base import Handler, HandlerContext, HandlerFailed, RemoteHandler
 from schedule_grpc.security import secrets
+from schedule_grpc.store.handler_data import HANDLER_DATA
 
 
 @dataclass(frozen=True)
@@ -157,4 +158,5 @@ def handler_context(execution: Execution, task: Task, secrets_dir: str = "") -> 
         attempt=execution.attempt,
         metadata=secrets.resolve(task.metadata, secrets_dir),
         timeout=task.timeout,
+        data=HANDLER_DATA,
     )

@@ -23,8 +23,7 @@ from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.store import analytics, backup, platform
-from schedule_grpc.store.platform_tables import platform_metadata
+from schedule_grpc.handlers.data import PLATFORM_TABLES, BackupFailed
 
 WINDOWS = {"lastHour": timedelta(hours=1), "lastDay": timedelta(days=1)}
 PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -73,7 +72,7 @@ class UpdateAnalyticsHandler:
     ) -> None:
         self.service_database_url = service_database_url
         self.platform_database_url = platform_database_url
-        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset(platform_metadata.tables)
+        self.allowed_tables = allowed_tables if allowed_tables is not None else frozenset(PLATFORM_TABLES)
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._tables(metadata)
@@ -81,7 +80,7 @@ class UpdateAnalyticsHandler:
     def _tables(self, metadata: Mapping[str, JSON]) -> list[str]:
         value = metadata.get("tables", sorted(self.allowed_tables))
         if not isinstance(value, list) or not all(
-            isinstance(v, str) and platform.is_identifier(v, qualified=True) for v in value
+            isinstance(v, str) and common.is_identifier(v, qualified=True) for v in value
         ):
             raise InvalidArgument("metadata.tables", "must be a list of table names")
         for index, name in enumerate(value):
@@ -91,21 +90,20 @@ class UpdateAnalyticsHandler:
     def run(self, context: HandlerContext) -> JSON:
         names = tables.at_execution(lambda: self._tables(context.metadata))
         now = context.scheduled_for
-        with platform.connect(self.service_database_url) as engine:
-            total, enabled = analytics.task_counts(engine)
+        with context.data.open(self.service_database_url) as service:
+            total, enabled = service.task_counts()
             executions = {
-                label: summarize(analytics.finished_executions(engine, now - span, now))
-                for label, span in WINDOWS.items()
+                label: summarize(service.finished_executions(now - span, now)) for label, span in WINDOWS.items()
             }
-        with platform.connect(self.platform_database_url) as engine:
-            counts = platform.row_counts(engine, names)
+        with context.data.open(self.platform_database_url) as platform:
+            counts = platform.row_counts(names)
             snapshot: dict[str, JSON] = {
                 "computedFor": _iso(now),
                 "tasks": {"total": total, "enabled": enabled},
                 "executions": executions,
                 "tables": counts,
             }
-            analytics.save_snapshot(engine, now, snapshot)
+            platform.save_snapshot(now, snapshot)
         return snapshot
 
 
@@ -147,17 +145,17 @@ class BackupDatabaseHandler:
         directory = Path(self.directory)
         stem = f"{prefix}-{context.scheduled_for.strftime('%Y%m%dT%H%M%S')}Z"
         try:
-            made = backup.make_backup(url, directory, stem, context.timeout.total_seconds())
-        except backup.BackupError as error:
+            made = context.data.backup(url, directory, stem, context.timeout.total_seconds())
+        except BackupFailed as error:
             raise HandlerFailed(str(error), ErrorCategory.RESOURCE) from error
         except OSError as error:
             raise HandlerFailed(f"cannot write the backup in {directory}: {error}", ErrorCategory.RESOURCE) from error
-        deleted = backup.prune(directory, prefix, keep)
+        deleted = context.data.prune_backups(directory, prefix, keep)
         return {
             "file": str(made.path),
             "bytes": made.bytes,
             "sha256": made.sha256,
-            "format": "pg_dump custom" if backup.kind(url) == "postgresql" else "sqlite",
+            "format": "pg_dump custom" if context.data.kind(url) == "postgresql" else "sqlite",
             "deletedBackups": deleted,
             "kept": keep,
         }

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from schedule_grpc.domain.models import JSON, ErrorCategory
+from schedule_grpc.domain.errors import HandlerFailed as HandlerFailed  # handlers raise it from here
+from schedule_grpc.domain.models import JSON
+from schedule_grpc.handlers.data import HandlerData
 
 
 @dataclass(frozen=True)
@@ -21,19 +23,13 @@ class HandlerContext:
     attempt: int
     metadata: Mapping[str, JSON]
     timeout: timedelta
+    data: HandlerData
+    """The databases the handler was configured with, opened through the store (``handlers.data``)."""
 
     @property
     def idempotency_key(self) -> str:
         """Same for every attempt of one occurrence, so a receiver can deduplicate."""
         return f"{self.task_id}:{self.scheduled_for.isoformat().replace('+00:00', 'Z')}"
-
-
-class HandlerFailed(Exception):
-    """A handler's failure with its category (network, logic, ...)."""
-
-    def __init__(self, message: str, category: ErrorCategory) -> None:
-        super().__init__(message)
-        self.category = category
 
 
 class Handler(Protocol):

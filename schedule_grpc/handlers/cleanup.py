@@ -14,7 +14,6 @@ from datetime import timedelta
 from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.store import platform
 
 DEFAULT_BATCH = 1000
 DEFAULT_MAX_BATCHES = 1000
@@ -74,8 +73,8 @@ class CleanupHandler:
         before = context.scheduled_for
         if isinstance(max_age_days, int):
             before -= timedelta(days=max_age_days)
-        with platform.connect(self.database_url) as engine:
-            deleted, batches = platform.delete_in_batches(engine, before=before, **options)  # type: ignore[arg-type]
+        with context.data.open(self.database_url) as database:
+            deleted, batches = database.delete_in_batches(before=before, **options)  # type: ignore[arg-type]
         return {
             self.result_key: deleted,
             "batches": batches,

@@ -3,13 +3,21 @@ naming ``metadata.<key>`` when the value is unusable (so RegisterTask rejects it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON
-from schedule_grpc.store.platform import is_identifier
+
+IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def is_identifier(name: str, *, qualified: bool = False) -> bool:
+    """Whether ``name`` is a plain SQL identifier (``schema.table`` too when ``qualified``)."""
+    parts = name.split(".") if qualified else [name]
+    return 1 <= len(parts) <= 2 and all(IDENTIFIER_RE.fullmatch(p) for p in parts)
 
 
 def identifier(metadata: Mapping[str, JSON], key: str, default: str, *, qualified: bool = False) -> str:

@@ -16,8 +16,8 @@ import httpx
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, local_http, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
+from schedule_grpc.handlers.data import EmbeddingColumns
 from schedule_grpc.security.egress import EgressPolicy
-from schedule_grpc.store import platform
 
 DEFAULT_MAX_ROWS = 10_000
 # Failed rows listed in the result; the count covers all of them.
@@ -104,8 +104,8 @@ class EmbeddingsHandler:
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         self._options(metadata)
 
-    def _options(self, metadata: Mapping[str, JSON]) -> tuple[platform.EmbeddingColumns, int, int]:
-        columns = platform.EmbeddingColumns(
+    def _options(self, metadata: Mapping[str, JSON]) -> tuple[EmbeddingColumns, int, int]:
+        columns = EmbeddingColumns(
             table=tables.table(metadata, "table", self.table, self.allowed_tables),
             id=common.identifier(metadata, "idColumn", "id"),
             text=common.identifier(metadata, "textColumn", self.text_column),
@@ -124,11 +124,9 @@ class EmbeddingsHandler:
         embedded = seen = 0
         failed: list[dict[str, str]] = []
         after: str | None = None
-        with platform.connect(self.database_url) as engine:
+        with context.data.open(self.database_url) as database:
             while seen < max_rows:
-                rows = platform.rows_missing_embeddings(
-                    engine, columns, after_id=after, limit=min(batch_size, max_rows - seen)
-                )
+                rows = database.rows_missing_embeddings(columns, after_id=after, limit=min(batch_size, max_rows - seen))
                 if not rows:
                     break
                 seen += len(rows)
@@ -136,9 +134,7 @@ class EmbeddingsHandler:
                 vectors, errors = self._embed_batch(rows)
                 failed.extend(errors)
                 if vectors:
-                    embedded += platform.store_embeddings(
-                        engine, columns, vectors, model=self.model, now=context.scheduled_for
-                    )
+                    embedded += database.store_embeddings(columns, vectors, model=self.model, now=context.scheduled_for)
         if failed and not embedded:
             raise HandlerFailed(
                 f"no embedding could be generated; {len(failed)} rows failed, first: {failed[0]['error']}",

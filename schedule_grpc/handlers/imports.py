@@ -23,7 +23,6 @@ from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, local_http
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
 from schedule_grpc.security.egress import EgressPolicy
-from schedule_grpc.store import imports, platform
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 
@@ -198,10 +197,8 @@ class ImportMcpServersHandler:
         rows, pages, skipped = fetch_mcp_servers(
             url, page_size=page_size, max_pages=max_pages, timeout_s=self.timeout_s, now=now, egress=self.egress
         )
-        with platform.connect(self.database_url) as engine:
-            inserted, updated = imports.save_import(
-                engine, source="mcp-registry", table="mcp_servers", rows=rows, now=now
-            )
+        with context.data.open(self.database_url) as database:
+            inserted, updated = database.save_import(source="mcp-registry", table="mcp_servers", rows=rows, now=now)
         return {
             "source": url,
             "pages": pages,
@@ -233,8 +230,8 @@ class ImportPublicApisHandler:
         url = common.http_url(context.metadata, "url", self.url)
         now = context.scheduled_for
         rows, skipped = fetch_public_apis(url, timeout_s=self.timeout_s, now=now, egress=self.egress)
-        with platform.connect(self.database_url) as engine:
-            inserted, updated = imports.save_import(engine, source="apis-guru", table="public_apis", rows=rows, now=now)
+        with context.data.open(self.database_url) as database:
+            inserted, updated = database.save_import(source="apis-guru", table="public_apis", rows=rows, now=now)
         return {"source": url, "fetched": len(rows), "inserted": inserted, "updated": updated, "skipped": skipped}
 
 

@@ -1,38 +1,48 @@
-"""The ``cleanup-execution-history`` handler: the retention of executions, dead letters and events."""
+"""The ``cleanup-execution-history`` handler: the retention of executions, dead letters and events.
+
+The deletions are the Retention use case's; the handler is given them as a ``HistoryPurge`` (built by
+the composition root), so it reaches neither the use case nor the store itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.store import platform
-from schedule_grpc.store.events import EventStore
-from schedule_grpc.store.retention import RetentionStore
-from schedule_grpc.usecases.retention import TASK_NAME, Retention, RetentionPolicy
 
+TASK_NAME = "cleanup-execution-history"
 _KNOWN = frozenset({"description", "category"})
 
 
-@dataclass(frozen=True)
-class _At:
-    """The clock of one run: "now" is the occurrence's scheduled instant, so a retry deletes the same rows."""
+class PurgeReport(Protocol):
+    """What one retention run deleted, by table; ``complete`` is false when it stopped at its batch limit."""
 
-    instant: datetime
+    @property
+    def task_executions(self) -> int: ...
+    @property
+    def dead_letters(self) -> int: ...
+    @property
+    def execution_events(self) -> int: ...
+    @property
+    def complete(self) -> bool: ...
 
-    def now(self) -> datetime:
-        return self.instant
+
+class HistoryPurge(Protocol):
+    """One retention run as of ``now``. Picklable: the handler runs in a worker process."""
+
+    def __call__(self, now: datetime) -> PurgeReport: ...
 
 
 class HistoryCleanupHandler:
     """Deletes history past its retention, in bounded batches.
 
-    It runs in a worker process like every handler, so it holds only the database URL and the policy
-    and opens its own small engine per run. The replica's metrics learn what it deleted from the
-    recorded result (``Observability.recorded``).
+    It runs in a worker process like every handler, so it holds only the picklable purge (the database
+    URL and the policy). "Now" is the occurrence's scheduled instant, so a retry deletes the same rows.
+    The replica's metrics learn what it deleted from the recorded result (``Observability.recorded``).
     """
 
     name = TASK_NAME
@@ -43,9 +53,8 @@ class HistoryCleanupHandler:
         "(SCHEDULE_EVENT_RETENTION_DAYS), in batches. Metadata: only description and category."
     )
 
-    def __init__(self, database_url: str, policy: RetentionPolicy) -> None:
-        self.database_url = database_url
-        self.policy = policy
+    def __init__(self, purge: HistoryPurge) -> None:
+        self.purge = purge
 
     def validate(self, metadata: Mapping[str, JSON]) -> None:
         unknown = sorted(set(metadata) - _KNOWN)
@@ -53,9 +62,7 @@ class HistoryCleanupHandler:
             raise InvalidArgument(f"metadata.{unknown[0]}", "is not read by cleanup-execution-history")
 
     def run(self, context: HandlerContext) -> JSON:
-        with platform.connect(self.database_url) as engine:
-            retention = Retention(RetentionStore(engine), EventStore(engine), self.policy, _At(context.scheduled_for))
-            report = retention.run()
+        report = self.purge(context.scheduled_for)
         return {
             "deletedExecutions": report.task_executions,
             "deletedDeadLetters": report.dead_letters,

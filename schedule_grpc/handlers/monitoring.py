@@ -26,16 +26,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import grpc as grpc_lib
 
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common, tables
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
+from schedule_grpc.handlers.data import HandlerData
 from schedule_grpc.handlers.grpc import probe_health
 from schedule_grpc.handlers.outbound import OnSessions, Sessions, denial_in, read_bounded, safe_url
 from schedule_grpc.security.egress import EgressDenied, EgressPolicy
-from schedule_grpc.store import platform
 
 SCHEMES = ("grpc", "grpcs", "http", "https")
 DEFAULT_PROBE_TIMEOUT_S = 5.0
@@ -86,8 +85,6 @@ async def probe(url: str, timeout_s: float, egress: EgressPolicy, sessions: Sess
             async with sessions.get().get(url, allow_redirects=False, timeout=timeout) as response:
                 await read_bounded(response, 1024)
                 up, detail = 200 <= response.status < 300, f"HTTP {response.status}"
-    except grpc_lib.RpcError as error:
-        up, detail = False, f"{error.code().name}: {error.details()}"
     except HandlerFailed as error:
         if error.category is ErrorCategory.POLICY:
             raise EgressDenied(str(error)) from None
@@ -150,9 +147,15 @@ class HealthCheckHandler(OnSessions):
         except EgressDenied as denied:
             raise HandlerFailed(str(denied), ErrorCategory.POLICY) from None
         # A read and an upsert of one row per service: off the loop, in the default thread pool.
-        return await asyncio.to_thread(self._record, targets, probed, context.scheduled_for)
+        return await asyncio.to_thread(self._record, context.data, targets, probed, context.scheduled_for)
 
-    def _record(self, targets: Mapping[str, str], probed: Mapping[str, tuple[str, float, str]], now: datetime) -> JSON:
+    def _record(
+        self,
+        data: HandlerData,
+        targets: Mapping[str, str],
+        probed: Mapping[str, tuple[str, float, str]],
+        now: datetime,
+    ) -> JSON:
         """Stores each service's status and returns the report, with an alert per change of state."""
         services: list[dict[str, JSON]] = []
         rows: list[dict[str, Any]] = []
@@ -172,8 +175,8 @@ class HealthCheckHandler(OnSessions):
                 }
             )
         alerts: list[dict[str, str]] = []
-        with platform.connect(self.database_url) as engine:
-            before = platform.previous_health(engine)
+        with data.open(self.database_url) as database:
+            before = database.previous_health()
             for service in services:
                 previous, current = before.get(str(service["name"])), service["status"]
                 if current == "down" and previous != "down":
@@ -191,7 +194,7 @@ class HealthCheckHandler(OnSessions):
                             "body": f"{service['name']} ({service['url']}) answers again: {service['detail']}.",
                         }
                     )
-            platform.record_health(engine, rows)
+            database.record_health(rows)
         down = sum(1 for s in services if s["status"] == "down")
         return {"services": services, "up": len(services) - down, "down": down, "alerts": alerts}
 
@@ -219,8 +222,8 @@ class RateLimitHandler:
 
     def run(self, context: HandlerContext) -> JSON:
         threshold, table = tables.at_execution(lambda: self._options(context.metadata))
-        with platform.connect(self.database_url) as engine:
-            usage = platform.current_usage(engine, table, context.scheduled_for)
+        with context.data.open(self.database_url) as database:
+            usage = database.current_usage(table, context.scheduled_for)
         over = []
         for row in usage:
             ratio = row["used"] / row["limit"] if row["limit"] > 0 else 1.0

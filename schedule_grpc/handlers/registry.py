@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
 from schedule_grpc.handlers.base import Handler
+from schedule_grpc.handlers.maintenance import HistoryCleanupHandler, HistoryPurge
 from schedule_grpc.security.egress import EgressPolicy
 from schedule_grpc.settings import Settings, SettingsError
 
@@ -44,19 +45,17 @@ class HandlerRegistry:
         return [self._handlers[name] for name in sorted(self._handlers)]
 
 
-def builtin_handlers(settings: Settings) -> list[Handler]:
+def builtin_handlers(settings: Settings, purge: HistoryPurge) -> list[Handler]:
     """The ``http`` and ``grpc`` handlers, the seed's 13 and the retention task's, configured from ``settings``."""
     from schedule_grpc.handlers.analytics import BackupDatabaseHandler, UpdateAnalyticsHandler
     from schedule_grpc.handlers.cleanup import cleanup_handlers
+    from schedule_grpc.handlers.data import PLATFORM_TABLES
     from schedule_grpc.handlers.embeddings import embeddings_handlers
     from schedule_grpc.handlers.grpc import GrpcHandler
     from schedule_grpc.handlers.http import HttpHandler
-    from schedule_grpc.handlers.maintenance import HistoryCleanupHandler
     from schedule_grpc.handlers.monitoring import HealthCheckHandler, RateLimitHandler, parse_targets
     from schedule_grpc.handlers.tables import allowed_tables, parse_handler_tables
     from schedule_grpc.handlers.verification import VerifyImportedDataHandler
-    from schedule_grpc.store.platform_tables import platform_metadata
-    from schedule_grpc.usecases.retention import RetentionPolicy
 
     service_db = settings.database_url
     platform_db = settings.platform_database_url or settings.database_url
@@ -83,7 +82,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         UpdateAnalyticsHandler(
             service_database_url=service_db,
             platform_database_url=platform_db,
-            allowed_tables=allowed_tables("update-analytics", platform_metadata.tables, allowed),
+            allowed_tables=allowed_tables("update-analytics", PLATFORM_TABLES, allowed),
         ),
         BackupDatabaseHandler(
             service_database_url=service_db,
@@ -99,7 +98,7 @@ def builtin_handlers(settings: Settings) -> list[Handler]:
         ),
         *import_handlers(settings, platform_db, egress),
         VerifyImportedDataHandler(database_url=platform_db),
-        HistoryCleanupHandler(service_db, RetentionPolicy.from_settings(settings)),
+        HistoryCleanupHandler(purge),
     ]
 
 
@@ -176,10 +175,10 @@ def plugin_handlers(settings: Settings, group: str = ENTRY_POINT_GROUP) -> list[
     return found
 
 
-def default_registry(settings: Settings | None = None) -> HandlerRegistry:
-    """The handlers that ship with the service, and those of installed plugins."""
-    settings = settings or Settings()
-    registry = HandlerRegistry(builtin_handlers(settings))
+def default_registry(settings: Settings, *, purge: HistoryPurge) -> HandlerRegistry:
+    """The handlers that ship with the service, and those of installed plugins. ``purge`` is the retention
+    run the history cleanup handler performs (the use case, given by the composition root)."""
+    registry = HandlerRegistry(builtin_handlers(settings, purge))
     for handler in plugin_handlers(settings):
         try:
             registry.register(handler)

@@ -17,7 +17,7 @@ from typing import TypeVar
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.store.platform import is_identifier
+from schedule_grpc.handlers.common import is_identifier
 
 T = TypeVar("T")
 

@@ -15,7 +15,6 @@ from typing import Any
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed
-from schedule_grpc.store import imports, platform
 
 # table -> (import source, required fields, URL fields, a field that must be unique besides the name)
 CHECKS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str | None]] = {
@@ -70,11 +69,11 @@ class VerifyImportedDataHandler:
         max_drop = common.number(context.metadata, "maxDrop", 0.25, minimum=0, maximum=1)
         report: dict[str, JSON] = {}
         failing = 0
-        with platform.connect(self.database_url) as engine:
+        with context.data.open(self.database_url) as database:
             for table, (source, required, urls, unique) in CHECKS.items():
-                rows = imports.all_rows(engine, table)
+                rows = database.all_rows(table)
                 found = _problems(rows, required, urls, unique)
-                runs = imports.recent_runs(engine, source)
+                runs = database.recent_runs(source)
                 if not runs:
                     found["no import recorded"] = [source]
                 else:

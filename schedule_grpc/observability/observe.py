@@ -9,11 +9,11 @@ from typing import Protocol
 
 from schedule_grpc.domain.caller import Caller, Role
 from schedule_grpc.domain.models import Execution, ExecutionStatus
+from schedule_grpc.handlers.maintenance import TASK_NAME
 from schedule_grpc.observability.metrics import EventCounter, Metrics
 from schedule_grpc.observability.status_page import StatusPage
 from schedule_grpc.observability.watch import EventFeed, Watches
 from schedule_grpc.observability.web import ObservabilityServer
-from schedule_grpc.usecases.retention import TASK_NAME
 
 log = logging.getLogger(__name__)
 

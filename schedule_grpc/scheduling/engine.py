@@ -1,4 +1,10 @@
-"""The engine's lifecycle: election, lease, takeover, promotion, reconciliation, a guarded loop, health."""
+"""The engine's lifecycle: election, lease, takeover, promotion, reconciliation, supervising the loop.
+
+The parts it drives live beside it: the firing loop (``loop``), the APScheduler adapter
+(``apscheduler``), the reconciler (``reconcile``), the recorder of occurrences (``record``), the
+campaign and lease watch (``lease``) and the failing parts (``health``). What is left here is the
+leadership state machine, ~300 lines that read best in one place.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from schedule_grpc.domain.clock import Clock
+from schedule_grpc.scheduling.apscheduler import Due, TaskScheduler
 from schedule_grpc.scheduling.firing import Occurrence
+from schedule_grpc.scheduling.health import Failures
 from schedule_grpc.scheduling.lease import Campaign, LeaseWatch
-from schedule_grpc.scheduling.parts import BatchingJobStore, GuardedScheduler, OccurrenceBuffer, OccurrenceExecutor
+from schedule_grpc.scheduling.loop import FiringLoop
 from schedule_grpc.scheduling.reconcile import DEFAULT_MAX_CATCHUP_ROWS, Reconciler, ReconcileResult
+from schedule_grpc.scheduling.record import Recorder
 from schedule_grpc.store.leader import LeaderLock, LeadershipLost, LeaseStore
 from schedule_grpc.store.occurrences import EnqueueResult, OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
@@ -29,22 +38,22 @@ class SchedulingEngine:
     """Fires every enabled task, once per instant, while this replica is the elected leader.
 
     A thread campaigns for the leader lock every ``retry_interval_s``. On promotion the engine
-    records an epoch and its lease, starts APScheduler paused, reconciles every task (catching up
-    what was missed), then lets it run. While leading it verifies the lock every ``retry_interval_s``
+    records an epoch and its lease, starts the firing loop paused, reconciles every task (catching
+    up what was missed), then lets it run. While leading it verifies the lock every ``retry_interval_s``
     (stopping at once on any error), reconciles each changed task as its notification arrives,
-    reconciles everything every ``reconcile_interval_s``, and restarts APScheduler's loop if it ever
+    reconciles everything every ``reconcile_interval_s``, and restarts the firing loop if it ever
     died.
 
-    The lease: APScheduler's loop itself renews it every ``lease_interval_s`` (for a term of two
+    The lease: the firing loop itself renews it every ``lease_interval_s`` (for a term of two
     intervals), and that renewal is also the check, before each firing pass, that this replica's
     epoch is still the current one; when it is not, the pass fires nothing and the engine steps
     down. A follower that sees the lease unrenewed for its term plus ``grace_s`` (on its own
-    ``monotonic`` clock; see ``engine.lease``) terminates the silent leader's lock connection and
+    ``monotonic`` clock; see ``scheduling.lease``) terminates the silent leader's lock connection and
     takes over, recording why in its epoch. A leader whose own loop stops renewing steps down too,
     reports NOT_SERVING, and does not campaign again while that loop is stuck.
 
-    Only tasks due within ``horizon_s`` have an APScheduler job (default: three reconcile intervals,
-    at least two minutes), so the scheduler's size follows the tasks due soon, not all tasks.
+    Only tasks due within ``horizon_s`` have an entry in the scheduler (default: three reconcile
+    intervals, at least two minutes), so the scheduler's size follows the tasks due soon, not all tasks.
     """
 
     def __init__(
@@ -68,45 +77,46 @@ class SchedulingEngine:
     ) -> None:
         self._max_catchup_rows = max_catchup_rows
         self._catchup_deferred = False
-        self._database = database
         self._tasks = tasks
-        self._occurrences = occurrences
         self._lock = lock
         self._lease = lease
         self._clock = clock
         self.replica_id = replica_id
         self._reconcile_interval_s = reconcile_interval_s
         self._retry_s = retry_interval_s
-        self._on_enqueued = on_enqueued
         self._horizon = timedelta(seconds=horizon_s if horizon_s is not None else max(3 * reconcile_interval_s, 120))
         self._stop = threading.Event()
         self._leading = threading.Event()
         self._ready = threading.Event()  # leading and promoted (caught up, loop running)
         self._thread = threading.Thread(target=self._run, name="scheduling-engine", daemon=True)
-        self._scheduler: GuardedScheduler | None = None
         self._reconciler: Reconciler | None = None
-        self._buffer = OccurrenceBuffer()
-        self._failures: dict[str, str] = {}
-        self._failures_lock = threading.Lock()
-        self._lease_interval_s = lease_interval_s
+        self._failures = Failures()
+        self._failed, self._recovered = self._failures.failed, self._failures.recovered
         self._term = timedelta(seconds=2 * lease_interval_s)
-        self._grace_s = grace_s
         self._monotonic = monotonic
         self._campaign = Campaign(
             lock, lease, LeaseWatch(grace_s), monotonic, retry_s=retry_interval_s, stop=self._stop
         )
-        self._beat = monotonic()  # when the firing loop last began a pass (renewed the lease)
+        self._loop = FiringLoop(
+            database=database,
+            now=clock.now,
+            monotonic=monotonic,
+            on_due=self._fire,
+            renew=self._renew,
+            failed=lambda error: self._failed("loop", error),
+            recovered=lambda: self._recovered("loop"),
+            retry_s=retry_interval_s,
+            lease_interval_s=lease_interval_s,
+            silent_after_s=self._term.total_seconds() + grace_s,
+            stop_timeout_s=max(5.0, 2 * self._term.total_seconds()),
+        )
         self._deposed: str | None = None  # set by the loop when its epoch is no longer current
-        self._stopping: GuardedScheduler | None = None  # a loop being stopped (leadership ended)
-        self._stuck: GuardedScheduler | None = None  # a loop that did not stop when leadership ended
         self.epoch: int | None = None
-        self.totals = EnqueueResult()
+        self._recorder = Recorder(occurrences, clock, on_enqueued)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        # APScheduler logs every job added and submitted at INFO: one line per task per fire.
-        logging.getLogger("apscheduler").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
         self._thread.start()
 
     def stop(self) -> None:
@@ -114,6 +124,11 @@ class SchedulingEngine:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self._retry_s + 30)
+
+    @property
+    def totals(self) -> EnqueueResult:
+        """What the occurrences this replica stored became, counted since it started."""
+        return self._recorder.totals
 
     @property
     def is_leader(self) -> bool:
@@ -138,13 +153,11 @@ class SchedulingEngine:
 
     def check(self) -> None:
         """Health: raises while the engine is failing (its loop, stuck or erring, or its reconciliation)."""
-        with self._failures_lock:
-            failures = dict(self._failures)
+        failures = self._failures.now()
         silent_s = self._loop_silent_s()
         if silent_s is not None:
             failures["loop"] = f"the firing loop has not run for {silent_s:.1f}s"
-        stuck = self._stuck
-        if stuck is not None and stuck.loop_alive:
+        if self._loop.stuck:
             failures["loop"] = "a firing loop that stopped leading is stuck; this replica does not lead meanwhile"
         if failures:
             raise RuntimeError("; ".join(f"{k}: {v}" for k, v in sorted(failures.items())))
@@ -158,7 +171,7 @@ class SchedulingEngine:
             while not self._stop.is_set():
                 if not self.is_leader:
                     reason: str | None = None
-                    if not self._still_stuck():
+                    if not self._loop.still_stuck(self.replica_id):
                         try:
                             reason = self._campaign.attempt()
                             lock_error = None
@@ -193,27 +206,18 @@ class SchedulingEngine:
 
     def _loop_silent_s(self) -> float | None:
         """How long the firing loop has been silent, when longer than the lease's term plus the grace."""
-        if not self._ready.is_set() and self._stopping is None:
-            return None
-        silent_s = self._monotonic() - self._beat
-        return silent_s if silent_s > self._term.total_seconds() + self._grace_s else None
+        return self._loop.silent_s(self._ready.is_set())
 
-    def _still_stuck(self) -> bool:
-        stuck = self._stuck
-        if stuck is None:
-            return False
-        if stuck.loop_alive:
-            return True
-        self._stuck = None
-        log.warning("the stuck firing loop ended; campaigning again", extra={"replica_id": self.replica_id})
-        return False
+    @property
+    def _scheduler(self) -> TaskScheduler | None:
+        return self._loop.scheduler
 
-    def _before_pass(self, scheduler: GuardedScheduler) -> bool:
+    def _renew(self) -> bool:
         """Run by the firing loop before each pass: renews the lease; False when it must not fire."""
         epoch = self.epoch
-        if scheduler is not self._scheduler or epoch is None or not self.is_leader or self._deposed:
+        if epoch is None or not self.is_leader or self._deposed:
             return False
-        self._beat = self._monotonic()
+        self._loop.beat()
         now = self._clock.now()
         if self._lease.renew(epoch, now, now + self._term):
             return True
@@ -243,7 +247,7 @@ class SchedulingEngine:
         try:
             now = self._clock.now()
             self._deposed = None
-            self._beat = self._monotonic()
+            self._loop.beat()
             self.epoch = self._lease.promote(
                 replica_id=self.replica_id,
                 backend_pid=self._lock.backend_pid(),
@@ -263,21 +267,7 @@ class SchedulingEngine:
         return True
 
     def _start_scheduler(self) -> None:
-        scheduler = GuardedScheduler(
-            on_error=lambda error: self._failed("loop", error),
-            on_pass=lambda: self._recovered("loop"),
-            retry_s=self._retry_s,
-            before_pass=self._before_pass,
-            max_wait_s=self._lease_interval_s,
-            timezone=UTC,
-            jobstore_retry_interval=self._retry_s,
-        )
-        self._buffer = OccurrenceBuffer()
-        store = BatchingJobStore(self._database, on_pass_end=self._end_pass, on_error=scheduler.report_error)
-        scheduler.add_jobstore(store, "default")
-        scheduler.add_executor(OccurrenceExecutor(self._buffer), "default")
-        self._scheduler = scheduler
-        scheduler.start(paused=True)
+        scheduler = self._loop.start()
         self._reconciler = Reconciler(
             scheduler,
             self._tasks,
@@ -290,8 +280,7 @@ class SchedulingEngine:
         scheduler.resume()
 
     def _supervise(self) -> None:
-        scheduler = self._scheduler
-        if scheduler is not None and not scheduler.loop_alive:
+        if self._scheduler is not None and not self._loop.alive:
             self._failed("loop", RuntimeError("the scheduler loop stopped; restarting it"))
             self._shutdown_scheduler()
             self._start_scheduler()
@@ -308,25 +297,18 @@ class SchedulingEngine:
             log.warning("stopped leading", extra={"replica_id": self.replica_id, "epoch": self.epoch, "reason": reason})
 
     def _shutdown_scheduler(self) -> None:
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is None:
-            return
-        self._stopping = scheduler  # meanwhile health still reports a silent loop
-        try:
-            if not scheduler.stop_within(max(5.0, 2 * self._term.total_seconds())):
-                self._stuck = scheduler
-                log.error("the firing loop did not stop: it is stuck", extra={"replica_id": self.replica_id})
-        finally:
-            self._stopping = None
+        self._loop.stop(self.replica_id)
 
     # --- handing occurrences on --------------------------------------------------------------
 
-    def _end_pass(self) -> None:
-        occurrences, next_runs = self._buffer.take()
-        if not self.is_leader:  # stepped down during the pass: abandon it, jobs included
+    def _fire(self, due: list[Due]) -> None:
+        """A pass's due instants: stored behind the fence, with each task's next run (see the package doc)."""
+        if not self.is_leader:  # stepped down during the pass: abandon it, its entries included
             raise LeadershipLost("stopped leading during the pass")
-        if occurrences or next_runs:
-            self._hand_on(occurrences, next_runs)
+        occurrences = [
+            Occurrence(d.task_id, t, d.schedule.expression, d.schedule.timezone) for d in due for t in d.instants
+        ]
+        self._hand_on(occurrences, {d.task_id: d.next_run for d in due})
 
     def _hand_on(self, occurrences: list[Occurrence], next_runs: Mapping[str, datetime]) -> None:
         epoch = self.epoch
@@ -337,34 +319,4 @@ class SchedulingEngine:
             # a pass that began before another replica took over: nothing of it is written
             self._deposed = self._deposed or f"epoch {epoch} is no longer the current one"
             raise LeadershipLost(self._deposed)
-        result = self._occurrences.enqueue(occurrences, next_runs, self._clock.now())
-        self.totals = EnqueueResult(*(a + b for a, b in zip(_fields(self.totals), _fields(result), strict=True)))
-        if result.missed or result.skipped or result.dropped:
-            log.info(
-                "occurrences not run",
-                extra={"missed": result.missed, "skipped": result.skipped, "dropped": result.dropped},
-            )
-        if result.pending:
-            try:
-                self._on_enqueued()
-            except Exception:
-                log.exception("the executor's wake-up failed")
-
-    # --- health ----------------------------------------------------------------------------
-
-    def _failed(self, part: str, error: BaseException) -> None:
-        with self._failures_lock:
-            new = self._failures.get(part) != str(error)
-            self._failures[part] = str(error)
-        if new:
-            log.error("scheduling engine failing", extra={"part": part, "error": str(error)}, exc_info=error)
-
-    def _recovered(self, part: str) -> None:
-        with self._failures_lock:
-            was = self._failures.pop(part, None)
-        if was is not None:
-            log.info("scheduling engine recovered", extra={"part": part})
-
-
-def _fields(result: EnqueueResult) -> tuple[int, ...]:
-    return (result.pending, result.missed, result.skipped, result.duplicates, result.dropped)
+        self._recorder.record(occurrences, next_runs)

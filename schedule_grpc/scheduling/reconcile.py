@@ -1,10 +1,10 @@
-"""Keeps APScheduler's job store in step with the tasks table (the source of truth), with catch-up.
+"""Keeps the scheduler's entries in step with the tasks table (the source of truth), with catch-up.
 
-Only the tasks due within a *horizon* (a few reconcile intervals) have a job: with 100,000 tasks
+Only the tasks due within a *horizon* (a few reconcile intervals) have an entry (an APScheduler job): with 100,000 tasks
 spread over an hour the scheduler holds a few thousand jobs, not 100,000, so promotion time, memory
 and each full reconciliation grow with the tasks due soon rather than with every task. A task beyond
 the horizon lives only in the tasks table (its ``next_run`` kept there); a later full reconciliation,
-which runs well inside the horizon, gives it a job before its instant.
+which runs well inside the horizon, gives it an entry before its instant.
 """
 
 from __future__ import annotations
@@ -14,16 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
-
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.cron import CronSchedule
 from schedule_grpc.domain.models import Task
+from schedule_grpc.scheduling.apscheduler import Entry, TaskScheduler
 from schedule_grpc.scheduling.firing import Occurrence, catch_up
-from schedule_grpc.scheduling.jobs import FIRE_REF
-from schedule_grpc.scheduling.parts import GuardedScheduler
-from schedule_grpc.scheduling.trigger import CronTaskTrigger
 from schedule_grpc.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
@@ -56,14 +51,14 @@ class ReconcileResult:
 
 
 class Reconciler:
-    """Derives jobs from tasks. Runs under the scheduler's pass lock, so it never races a pass.
+    """Derives the scheduler's entries from tasks. Runs under the scheduler's pass lock, so it never races a pass.
 
-    ``horizon``: only tasks whose next run is before now + horizon get a job (see the module doc).
+    ``horizon``: only tasks whose next run is before now + horizon get an entry (see the module doc).
     """
 
     def __init__(
         self,
-        scheduler: GuardedScheduler,
+        scheduler: TaskScheduler,
         tasks: TaskStore,
         hand_on: HandOn,
         clock: Clock,
@@ -80,101 +75,92 @@ class Reconciler:
         self._budget = max_catchup_rows  # catch-up rows this pass may still write
 
     def full(self) -> ReconcileResult:
-        """Every task due within the horizon against every job; other jobs are removed.
+        """Every task due within the horizon against every entry; other entries are dropped.
 
         Tasks are read a page at a time and each page applied at once, so memory stays bounded by a
-        page however many tasks are due; the job writes of the whole pass go out in one transaction.
+        page however many tasks are due; the entry writes of the whole pass go out in one transaction.
         """
         # Tasks are read under the lock too: a pass may move next_run meanwhile.
         with self._scheduler.lock, self._scheduler.batched():
             self._budget = self._max_catchup_rows
-            jobs = {job.id: job for job in self._scheduler.get_jobs()}
+            held = self._scheduler.entries()
             result = ReconcileResult()
             until = self._clock.now() + self._horizon
             after: str | None = None
             while True:
                 page = self._tasks.due_before(until, limit=_PAGE, after_name=after)
                 if page:
-                    result += self._apply(page, jobs)
+                    result += self._apply(page, held)
                 if len(page) < _PAGE:
                     break
                 after = page[-1].name
-            removed = sum(self._remove(job) for job in jobs.values())  # disabled, deleted or beyond the horizon
+            removed = sum(self._drop(entry) for entry in held.values())  # disabled, deleted or beyond the horizon
         result += ReconcileResult(removed=removed)
         self._log(result)
         return result
 
     def one(self, name: str) -> ReconcileResult | None:
-        """The task called ``name``; None when it no longer exists (a full pass finds its job)."""
+        """The task called ``name``; None when it no longer exists (a full pass finds its entry)."""
         with self._scheduler.lock:
             task = self._tasks.get(name)
             if task is None:
                 return None
-            job = self._scheduler.get_job(task.id)
+            entry = self._scheduler.entry(task.id)
             self._budget = self._max_catchup_rows
-            result = self._apply([task], {job.id: job} if job else {})
+            result = self._apply([task], {entry.task_id: entry} if entry else {})
         self._log(result)
         return result
 
-    def _apply(self, tasks: Iterable[Task], jobs: dict[str, Job]) -> ReconcileResult:
-        """Aligns the jobs of ``tasks`` (taking them out of ``jobs``), catching up what was missed."""
+    def _apply(self, tasks: Iterable[Task], held: dict[str, Entry]) -> ReconcileResult:
+        """Aligns the entries of ``tasks`` (taking them out of ``held``), catching up what was missed."""
         now = self._clock.now()
-        until = now + self._horizon
         occurrences: list[Occurrence] = []
         next_runs: dict[str, datetime] = {}
-        wanted: list[tuple[Task, CronTaskTrigger, datetime, Job | None]] = []
+        wanted: list[tuple[Task, CronSchedule, datetime, Entry | None]] = []
         removed = deferred = 0
         for task in tasks:
-            job = jobs.pop(task.id, None)
-            if not task.enabled:
-                removed += self._remove(job)
-                continue
-            schedule = CronSchedule.parse(task.schedule, task.timezone)
-            nxt = task.next_run
-            if nxt is None:
-                nxt = next_runs[task.id] = schedule.next_after(now)
-            elif nxt <= now:
-                if self._budget <= 0:  # this pass wrote its share: the next one goes on from next_run
-                    removed += self._remove(job)
-                    deferred += 1
-                    continue
-                found, nxt = catch_up(schedule, task.id, nxt, now, task.catchup_window)
-                if len(found) > self._budget:
-                    found = found[: self._budget]
-                    nxt = schedule.next_after(found[-1].scheduled_for)  # still in the past: resumed next pass
-                occurrences.extend(found)
-                self._budget -= len(found)
-                next_runs[task.id] = nxt
-                if nxt <= now:
-                    removed += self._remove(job)
-                    deferred += 1
-                    continue
-            if nxt >= until:  # beyond the horizon: no job until a full reconciliation brings it in
-                removed += self._remove(job)
-                continue
-            wanted.append((task, CronTaskTrigger(task.schedule, task.timezone), nxt, job))
+            entry = held.pop(task.id, None)
+            nxt = self._next_run(task, now, occurrences, next_runs) if task.enabled else None
+            if nxt is None or nxt >= now + self._horizon:  # disabled, or beyond the horizon: no entry
+                removed += self._drop(entry)
+            elif nxt <= now:  # catch-up left for the next pass (this one's row budget is spent)
+                removed += self._drop(entry)
+                deferred += 1
+            else:
+                wanted.append((task, CronSchedule.parse(task.schedule, task.timezone), nxt, entry))
         if occurrences or next_runs:
-            self._hand_on(occurrences, next_runs)  # before the jobs move on, as in a pass
+            self._hand_on(occurrences, next_runs)  # before the entries move on, as in a pass
         added = changed = 0
-        for task, trigger, nxt, job in wanted:
-            if job is None:
-                self._scheduler.add_job(
-                    FIRE_REF,
-                    trigger=trigger,
-                    id=task.id,
-                    name=task.name,
-                    args=[task.id],
-                    next_run_time=nxt,
-                    misfire_grace_time=None,  # lateness is judged by the catch-up window, not dropped
-                    coalesce=False,
-                    max_instances=1,
-                    replace_existing=True,
-                )
+        for task, schedule, nxt, entry in wanted:
+            if entry is None:
+                self._scheduler.put(task.id, task.name, schedule, nxt, exists=False)
                 added += 1
-            elif job.trigger != trigger or job.next_run_time != nxt:
-                job.modify(trigger=trigger, next_run_time=nxt)
+            elif entry.schedule != schedule or entry.next_run != nxt:
+                self._scheduler.put(task.id, task.name, schedule, nxt, exists=True)
                 changed += 1
         return ReconcileResult(added, changed, removed, len(occurrences), deferred)
+
+    def _next_run(
+        self, task: Task, now: datetime, occurrences: list[Occurrence], next_runs: dict[str, datetime]
+    ) -> datetime:
+        """The task's next run (the tasks table's, unless unknown or passed): catches up what it passed.
+
+        The instants caught up go to ``occurrences`` and a changed next run to ``next_runs``; a next run
+        still in the past means the catch-up goes on in the next pass (the row budget was spent).
+        """
+        schedule = CronSchedule.parse(task.schedule, task.timezone)
+        nxt = task.next_run
+        if nxt is None:
+            nxt = next_runs[task.id] = schedule.next_after(now)
+        elif nxt <= now and self._budget > 0:
+            found, nxt = catch_up(schedule, task.id, nxt, now, task.catchup_window)
+            if len(found) > self._budget:
+                found = found[: self._budget]
+                nxt = schedule.next_after(found[-1].scheduled_for)  # still in the past: resumed next pass
+            occurrences.extend(found)
+            self._budget -= len(found)
+            next_runs[task.id] = nxt
+        return nxt
 
     @staticmethod
     def _log(result: ReconcileResult) -> None:
@@ -190,11 +176,5 @@ class Reconciler:
                 },
             )
 
-    def _remove(self, job: Job | None) -> int:
-        if job is None:
-            return 0
-        try:
-            self._scheduler.remove_job(job.id)
-        except JobLookupError:
-            return 0
-        return 1
+    def _drop(self, entry: Entry | None) -> int:
+        return 1 if entry is not None and self._scheduler.drop(entry.task_id) else 0

@@ -1,4 +1,10 @@
-"""An APScheduler 3 trigger with crontab(5) semantics (schedule_grpc.domain.cron), pickled as text only."""
+"""An APScheduler 3 trigger with crontab(5) semantics (schedule_grpc.domain.cron), pickled as text only.
+
+Part of the APScheduler adapter (``scheduling/apscheduler.py``), which alone uses it. Stored job rows
+name this module and class in their pickled state, so moving either needs a migration that empties
+the job table. The adapter always gives a job its next run and its pass computes the following ones
+from ``schedule``; ``get_next_fire_time`` follows the same rule for APScheduler's own calls.
+"""
 
 from __future__ import annotations
 

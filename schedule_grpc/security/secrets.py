@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from schedule_grpc.domain.errors import InvalidArgument
+from schedule_grpc.domain.errors import HandlerFailed, InvalidArgument
 from schedule_grpc.domain.models import JSON, ErrorCategory, Outcome
-from schedule_grpc.handlers.base import HandlerFailed
 
 REDACTED = "<redacted>"
 REF_KEY = "secretRef"

@@ -45,11 +45,11 @@ def _to_row(entry: AuditEntry) -> dict[str, Any]:
 class AuditEntryStore:
     """Appends entries and pages through them; entries are never changed."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, database: Engine) -> None:
+        self._database = database
 
     def insert(self, entry: AuditEntry) -> None:
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             conn.execute(insert(a).values(**_to_row(entry)))
 
     def page(self, selector: AuditFilter, *, limit: int, after: HistoryKey | None) -> Sequence[AuditEntry]:
@@ -68,5 +68,5 @@ class AuditEntryStore:
             query = query.where(
                 tuple_(a.c.occurred_at, a.c.id) < tuple_(literal(after.created_at, UtcDateTime()), literal(after.id))
             )
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings().all()]

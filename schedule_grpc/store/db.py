@@ -30,9 +30,9 @@ Database: TypeAlias = Engine
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for ``url``: SQLite (one file, WAL) or Postgres through psycopg 3."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        database = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
-        @event.listens_for(engine, "connect")
+        @event.listens_for(database, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -41,8 +41,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-        return engine
-    engine = create_engine(
+        return database
+    database = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -50,8 +50,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # Sessions in UTC: timestamptz values arrive as datetime.UTC and need no conversion.
         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
     )
-    _ping_idle_connections(engine)
-    return engine
+    _ping_idle_connections(database)
+    return database
 
 
 # A pooled connection idle longer than this is pinged before use (the database may have restarted, or a
@@ -59,12 +59,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 PING_AFTER_IDLE_S = 1.0
 
 
-def _ping_idle_connections(engine: Engine) -> None:
-    @event.listens_for(engine, "checkin")
+def _ping_idle_connections(database: Engine) -> None:
+    @event.listens_for(database, "checkin")
     def _checked_in(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         record.info["idle_since"] = time.monotonic()
 
-    @event.listens_for(engine, "checkout")
+    @event.listens_for(database, "checkout")
     def _checked_out(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
         idle_since = record.info.get("idle_since")
         if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
@@ -78,9 +78,9 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection is gone: {error}") from error
 
 
-def autocommit(engine: Engine) -> Engine:
+def autocommit(database: Engine) -> Engine:
     """The same pool, without BEGIN/ROLLBACK around each use: for single-statement reads."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return database.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _alembic_config() -> Config:
@@ -89,11 +89,11 @@ def _alembic_config() -> Config:
     return config
 
 
-def migrate(engine: Engine) -> None:
+def migrate(database: Engine) -> None:
     """Applies pending migrations. On Postgres, replicas starting together take turns."""
     config = _alembic_config()
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+    with database.connect() as conn:
+        if database.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             conn.commit()
         try:
@@ -101,15 +101,15 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
             conn.commit()
         finally:
-            if engine.dialect.name == "postgresql":
+            if database.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
                 conn.commit()
-    log.info("database schema is current", extra={"database": engine.url.render_as_string()})
+    log.info("database schema is current", extra={"database": database.url.render_as_string()})
 
 
-def ping(engine: Engine) -> None:
+def ping(database: Engine) -> None:
     """Raises Unavailable unless the database answers a trivial query."""
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         conn.execute(text("SELECT 1"))
 
 

@@ -34,8 +34,8 @@ def _from_row(row: RowMapping) -> DeadLetter:
 class DeadLetterStore:
     """Lists, redrives and discards dead letters."""
 
-    def __init__(self, engine: Engine, queue: QueueStore) -> None:
-        self._engine = engine
+    def __init__(self, database: Engine, queue: QueueStore) -> None:
+        self._database = database
         self._queue = queue
 
     def list(
@@ -49,17 +49,17 @@ class DeadLetterStore:
             query = query.where(d.c.task_id == task_id)
         if task_name is not None:
             query = query.where(d.c.task_name == task_name)
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             row = conn.execute(select(d).where(d.c.id == letter_id)).mappings().first()
         return _from_row(row) if row else None
 
     def redrive(self, letter_id: str, *, now: datetime) -> Execution | None:
         """Replaces the dead letter by a new pending attempt of its occurrence, due now; None when absent."""
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             row = conn.execute(delete(d).where(d.c.id == letter_id).returning(*d.c)).mappings().first()
             if row is None:
                 return None
@@ -71,5 +71,5 @@ class DeadLetterStore:
 
     def discard(self, letter_id: str) -> bool:
         """Deletes a dead letter; False when absent. The failed executions stay in the history."""
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             return conn.execute(delete(d).where(d.c.id == letter_id)).rowcount > 0

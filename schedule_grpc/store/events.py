@@ -39,9 +39,9 @@ def _from_row(row: RowMapping) -> ExecutionEvent:
 class EventStore:
     """Reads events in (tx, id) order without ever skipping one that commits later."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+    def __init__(self, database: Engine) -> None:
+        self._database = database
+        self._postgres = database.dialect.name == "postgresql"
 
     @property
     def notifies(self) -> bool:
@@ -57,7 +57,7 @@ class EventStore:
     def head(self) -> Position:
         """The position of the newest settled event; (0, 0) when there is none."""
         query = select(ev.c.tx, ev.c.id).where(self._settled()).order_by(ev.c.tx.desc(), ev.c.id.desc()).limit(1)
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             row = conn.execute(query).first()
         return Position(row.tx, row.id) if row else Position()
 
@@ -67,13 +67,13 @@ class EventStore:
         if not self._postgres:
             return False
         query = select(ev.c.id).where(tuple_(ev.c.tx, ev.c.id) > tuple_(literal(position.tx), literal(position.id)))
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return conn.execute(query.limit(1)).first() is not None
 
     def exists(self, position: Position) -> bool:
         """Whether the event at ``position`` is still stored (retention removes the oldest)."""
         query = select(ev.c.id).where(ev.c.tx == position.tx, ev.c.id == position.id)
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return conn.execute(query).first() is not None
 
     def read(self, after: Position, *, until: Position, selector: EventFilter, limit: int) -> Sequence[ExecutionEvent]:
@@ -97,11 +97,11 @@ class EventStore:
             owned = select(tasks.c.id).where(tasks.c.owner == selector.owner)
             conditions.append(ev.c.task_id.in_(owned.scalar_subquery()))
         query = query.where(*conditions)
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings()]
 
     def delete_before(self, cutoff: datetime, *, batch: int) -> int:
         """Deletes up to ``batch`` of the oldest events that occurred before ``cutoff``; how many."""
         oldest = select(ev.c.id).where(ev.c.occurred_at < cutoff).order_by(ev.c.occurred_at).limit(batch)
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             return conn.execute(delete(ev).where(ev.c.id.in_(oldest.scalar_subquery()))).rowcount

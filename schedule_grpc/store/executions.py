@@ -39,12 +39,12 @@ def _to_row(execution: Execution) -> dict[str, Any]:
 class ExecutionStore:
     """Reads and writes execution rows."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._reads = autocommit(engine)
+    def __init__(self, database: Engine) -> None:
+        self._database = database
+        self._reads = autocommit(database)
 
     def insert(self, execution: Execution) -> Execution:
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             conn.execute(insert(e).values(_to_row(execution)))
         return execution
 
@@ -55,7 +55,7 @@ class ExecutionStore:
 
     def finish(self, execution_id: str, outcome: Outcome) -> Execution | None:
         """Records how a running execution ended; None if it is no longer running (cancelled, deleted)."""
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             started_at = conn.execute(select(e.c.started_at).where(e.c.id == execution_id)).scalar()
             duration_ms = (
                 None if started_at is None else round((outcome.completed_at - started_at).total_seconds() * 1000)

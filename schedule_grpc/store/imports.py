@@ -17,17 +17,17 @@ CHUNK = 500
 
 
 def save_import(
-    engine: Engine, *, source: str, table: str, rows: Sequence[Mapping[str, Any]], now: datetime
+    database: Engine, *, source: str, table: str, rows: Sequence[Mapping[str, Any]], now: datetime
 ) -> tuple[int, int]:
     """Upserts every row and records the run, all in one transaction: a failure writes nothing.
 
     Returns (inserted, updated). Upserting by name makes the import idempotent.
     """
     target = TABLES[table]
-    with translate_errors(), engine.begin() as conn:
+    with translate_errors(), database.begin() as conn:
         existing = set(conn.execute(select(target.c.name)).scalars())
         for start in range(0, len(rows), CHUNK):
-            conn.execute(upsert(engine, target, rows[start : start + CHUNK], ["name"]))
+            conn.execute(upsert(database, target, rows[start : start + CHUNK], ["name"]))
         inserted = sum(1 for r in rows if r["name"] not in existing)
         conn.execute(
             insert(import_runs).values(
@@ -37,7 +37,7 @@ def save_import(
     return inserted, len(rows) - inserted
 
 
-def recent_runs(engine: Engine, source: str, limit: int = 2) -> list[int]:
+def recent_runs(database: Engine, source: str, limit: int = 2) -> list[int]:
     """Rows fetched by the latest runs of ``source``, newest first."""
     query = (
         select(import_runs.c.fetched)
@@ -45,17 +45,17 @@ def recent_runs(engine: Engine, source: str, limit: int = 2) -> list[int]:
         .order_by(import_runs.c.id.desc())
         .limit(limit)
     )
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         return [int(v) for v in conn.execute(query).scalars()]
 
 
-def all_rows(engine: Engine, table: str) -> list[dict[str, Any]]:
+def all_rows(database: Engine, table: str) -> list[dict[str, Any]]:
     """Every imported row of ``table``, by name."""
     target = TABLES[table]
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         return [dict(r) for r in conn.execute(select(target).order_by(target.c.name)).mappings()]
 
 
-def count(engine: Engine, table: str) -> int:
-    with translate_errors(), engine.connect() as conn:
+def count(database: Engine, table: str) -> int:
+    with translate_errors(), database.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(TABLES[table])).scalar_one())

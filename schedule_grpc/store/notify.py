@@ -32,14 +32,14 @@ class Listener:
 
     def __init__(
         self,
-        engine: Engine,
+        database: Engine,
         channel: str,
         callback: Callable[[], None],
         *,
         lock_key: int | None = None,
         reconnect_s: float = 1.0,
     ) -> None:
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
         self._callback = callback
         self._lock_key = lock_key

@@ -33,13 +33,13 @@ class Snapshot:
 class ObservationStore:
     """Counts and samples of the executions tables."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, database: Engine) -> None:
+        self._database = database
 
     def existing_tasks(self, names: Iterable[str], batch: int = 500) -> set[str]:
         """Which of ``names`` are tasks now (the metrics drop the series of the others)."""
         wanted, found = sorted(set(names)), set[str]()
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             for start in range(0, len(wanted), batch):
                 chunk = wanted[start : start + batch]
                 found.update(conn.execute(select(t.c.name).where(t.c.name.in_(chunk))).scalars())
@@ -50,7 +50,7 @@ class ObservationStore:
             # the (status, created_at, id) index answers this without reading the table
             return int(conn.execute(select(func.count()).where(e.c.status == status.value)).scalar_one())
 
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             leader = conn.execute(select(le.c.epoch, le.c.replica_id).order_by(le.c.epoch.desc()).limit(1)).first()
             return Snapshot(
                 dead_letters=int(conn.execute(select(func.count()).select_from(dl)).scalar_one()),
@@ -66,7 +66,7 @@ class ObservationStore:
     def latest(self, task_ids: Sequence[str]) -> dict[str, Execution]:
         """The newest execution of each task that has one."""
         found: dict[str, Execution] = {}
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             for task_id in task_ids:
                 query = select(e).where(e.c.task_id == task_id).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(1)
                 row = conn.execute(query).mappings().first()
@@ -79,11 +79,11 @@ class ObservationStore:
         query = (
             select(e.c.status, func.count()).where(e.c.created_at >= start, e.c.created_at < end).group_by(e.c.status)
         )
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return {ExecutionStatus(status): int(n) for status, n in conn.execute(query)}
 
     def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The newest dead letters (the status page's list)."""
         query = select(dl).order_by(dl.c.created_at.desc(), dl.c.id.desc()).limit(limit)
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return [_dead_letter(row) for row in conn.execute(query).mappings()]

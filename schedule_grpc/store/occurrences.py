@@ -48,9 +48,9 @@ class EnqueueResult:
 class OccurrenceStore:
     """Records occurrences as execution rows and keeps each task's next_run."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+    def __init__(self, database: Engine) -> None:
+        self._database = database
+        self._postgres = database.dialect.name == "postgresql"
 
     def enqueue(
         self, occurrences: Sequence[Occurrence], next_runs: Mapping[str, datetime], now: datetime
@@ -59,7 +59,7 @@ class OccurrenceStore:
         task_ids = sorted({o.task_id for o in occurrences} | set(next_runs))
         if not task_ids:
             return EnqueueResult()
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             tasks = self._tasks(conn, task_ids)
             pending, running = self._active(conn, task_ids)
             rows: list[dict[str, Any]] = []

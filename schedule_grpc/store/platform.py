@@ -7,7 +7,6 @@ identifiers and every statement is built with SQLAlchemy Core (names quoted, val
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,14 +19,6 @@ from schedule_grpc.store.db import make_engine, translate_errors
 from schedule_grpc.store.platform_tables import VectorType, service_health
 from schedule_grpc.store.tables import UtcDateTime
 
-IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def is_identifier(name: str, *, qualified: bool = False) -> bool:
-    """Whether ``name`` is a plain SQL identifier (``schema.table`` too when ``qualified``)."""
-    parts = name.split(".") if qualified else [name]
-    return 1 <= len(parts) <= 2 and all(IDENTIFIER_RE.fullmatch(p) for p in parts)
-
 
 def _table(name: str, *columns: ColumnClause[Any]) -> TableClause:
     schema, _, bare = name.rpartition(".")
@@ -36,17 +27,17 @@ def _table(name: str, *columns: ColumnClause[Any]) -> TableClause:
 
 @contextlib.contextmanager
 def connect(url: str) -> Iterator[Engine]:
-    """A small engine for one handler run, disposed afterwards (handlers keep no state)."""
-    engine = make_engine(url, pool_size=2)
+    """A small database handle (connection pool) for one handler run, disposed afterwards (handlers keep no state)."""
+    database = make_engine(url, pool_size=2)
     try:
-        yield engine
+        yield database
     finally:
-        engine.dispose()
+        database.dispose()
 
 
-def upsert(engine: Engine, target: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> Any:
+def upsert(database: Engine, target: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> Any:
     """An INSERT ... ON CONFLICT (keys) DO UPDATE statement for ``rows`` on Postgres or SQLite."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if database.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(target).values(list(rows))
     changed = {c.name: statement.excluded[c.name] for c in target.columns if c.name not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=changed)
@@ -56,7 +47,7 @@ def upsert(engine: Engine, target: Any, rows: Sequence[Mapping[str, Any]], keys:
 
 
 def delete_in_batches(
-    engine: Engine,
+    database: Engine,
     *,
     table_name: str,
     key_column: str,
@@ -76,7 +67,7 @@ def delete_in_batches(
     doomed = select(key).where(when.is_not(None), when < before).limit(batch_size).scalar_subquery()
     deleted = batches = 0
     while batches < max_batches:
-        with translate_errors(), engine.begin() as conn:
+        with translate_errors(), database.begin() as conn:
             count = conn.execute(delete(target).where(key.in_(doomed))).rowcount
         batches += 1
         deleted += count
@@ -111,7 +102,7 @@ class EmbeddingColumns:
 
 
 def rows_missing_embeddings(
-    engine: Engine, spec: EmbeddingColumns, *, after_id: str | None, limit: int
+    database: Engine, spec: EmbeddingColumns, *, after_id: str | None, limit: int
 ) -> list[tuple[str, str]]:
     """(id, text) of rows with text and no embedding, in id order, after ``after_id``."""
     target, c = spec.clause()
@@ -124,17 +115,17 @@ def rows_missing_embeddings(
     )
     if after_id is not None:
         query = query.where(c["id"] > after_id)
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         return [(str(r[0]), str(r[1])) for r in conn.execute(query)]
 
 
 def store_embeddings(
-    engine: Engine, spec: EmbeddingColumns, vectors: Mapping[str, list[float]], *, model: str, now: datetime
+    database: Engine, spec: EmbeddingColumns, vectors: Mapping[str, list[float]], *, model: str, now: datetime
 ) -> int:
     """Stores each row's vector, only where the row still has none; returns the rows written."""
     target, c = spec.clause()
     written = 0
-    with translate_errors(), engine.begin() as conn:
+    with translate_errors(), database.begin() as conn:
         for row_id, vector in vectors.items():
             written += conn.execute(
                 update(target)
@@ -147,10 +138,10 @@ def store_embeddings(
 # --- analytics ----------------------------------------------------------------------------------
 
 
-def row_counts(engine: Engine, names: Sequence[str]) -> dict[str, int | None]:
+def row_counts(database: Engine, names: Sequence[str]) -> dict[str, int | None]:
     """Rows in each named table; None for a table that does not exist."""
     counts: dict[str, int | None] = {}
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         existing = set(inspect(conn).get_table_names())
         for name in names:
             bare = name.rpartition(".")[2]
@@ -165,17 +156,17 @@ def row_counts(engine: Engine, names: Sequence[str]) -> dict[str, int | None]:
 # --- health -------------------------------------------------------------------------------------
 
 
-def previous_health(engine: Engine) -> dict[str, str]:
+def previous_health(database: Engine) -> dict[str, str]:
     """Last recorded status of each service by name."""
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         return {r.name: r.status for r in conn.execute(select(service_health.c.name, service_health.c.status))}
 
 
-def record_health(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
+def record_health(database: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
     """Upserts each service's latest probe; ``changed_at`` moves only when the status changed."""
     if not rows:
         return
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if database.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(service_health).values(list(rows))
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
@@ -192,14 +183,14 @@ def record_health(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
             ),
         },
     )
-    with translate_errors(), engine.begin() as conn:
+    with translate_errors(), database.begin() as conn:
         conn.execute(statement)
 
 
 # --- rate limits --------------------------------------------------------------------------------
 
 
-def current_usage(engine: Engine, table_name: str, now: datetime) -> list[dict[str, Any]]:
+def current_usage(database: Engine, table_name: str, now: datetime) -> list[dict[str, Any]]:
     """Usage rows whose window contains ``now``: key, used, limit."""
     key: ColumnClause[Any] = column("key")
     used: ColumnClause[Any] = column("used")
@@ -207,5 +198,5 @@ def current_usage(engine: Engine, table_name: str, now: datetime) -> list[dict[s
     start, end = column("window_start", UtcDateTime), column("window_end", UtcDateTime)
     target = _table(table_name, key, used, limit, start, end)
     query = select(key, used, limit).select_from(target).where(start <= now, end > now).order_by(key)
-    with translate_errors(), engine.connect() as conn:
+    with translate_errors(), database.connect() as conn:
         return [{"key": r[0], "used": int(r[1]), "limit": int(r[2])} for r in conn.execute(query)]

@@ -160,13 +160,13 @@ def create_platform_tables(url: str) -> list[str]:
     """Creates the default tables missing from the database at ``url``; returns their names."""
     from schedule_grpc.store.db import make_engine
 
-    engine = make_engine(url)
+    database = make_engine(url)
     try:
-        with engine.begin() as conn:
+        with database.begin() as conn:
             existing = set(inspect(conn).get_table_names())
             platform_metadata.create_all(conn, checkfirst=True)
     finally:
-        engine.dispose()
+        database.dispose()
     return [t for t in platform_metadata.tables if t not in existing]
 
 

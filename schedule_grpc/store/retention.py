@@ -19,13 +19,13 @@ _LIVE = ("pending", "running")
 class RetentionStore:
     """Deletes finished executions and dead letters older than a cutoff."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, database: Engine) -> None:
+        self._database = database
 
     def task_retentions(self) -> dict[str, timedelta]:
         """Tasks with their own history retention, by task id."""
         query = select(t.c.id, t.c.history_retention_s).where(t.c.history_retention_s.is_not(None))
-        with translate_errors(), self._engine.connect() as conn:
+        with translate_errors(), self._database.connect() as conn:
             return {row.id: timedelta(seconds=row.history_retention_s) for row in conn.execute(query)}
 
     def delete_executions(
@@ -47,11 +47,11 @@ class RetentionStore:
             oldest = oldest.where(e.c.task_id == task_id)
         if except_tasks:
             oldest = oldest.where(e.c.task_id.not_in(sorted(except_tasks)))
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             return conn.execute(delete(e).where(e.c.id.in_(oldest.scalar_subquery()))).rowcount
 
     def delete_dead_letters(self, cutoff: datetime, *, batch: int) -> int:
         """Deletes up to ``batch`` dead-letter entries created before ``cutoff``; returns how many."""
         oldest = select(dl.c.id).where(dl.c.created_at < cutoff).order_by(dl.c.created_at).limit(batch)
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             return conn.execute(delete(dl).where(dl.c.id.in_(oldest.scalar_subquery()))).rowcount

@@ -103,10 +103,10 @@ _INSERT_AND_NOTIFY = select(func.pg_notify(CHANGES_CHANNEL, _INSERT.returning(t.
 class TaskStore:
     """Reads and writes tasks; every write announces itself on CHANGES_CHANNEL in its transaction."""
 
-    def __init__(self, engine: Engine, *, on_change: Callable[[str], None] | None = None) -> None:
-        self._engine = engine
-        self._reads = autocommit(engine)
-        self._notify = engine.dialect.name == "postgresql"
+    def __init__(self, database: Engine, *, on_change: Callable[[str], None] | None = None) -> None:
+        self._database = database
+        self._reads = autocommit(database)
+        self._notify = database.dialect.name == "postgresql"
         # Told, after commit, of each change made through this store (in-process delivery, e.g. SQLite).
         self._on_change = on_change
 
@@ -171,7 +171,7 @@ class TaskStore:
         query = (
             update(t).where(t.c.name == name).values(enabled=enabled, next_run=next_run, updated_at=now).returning(*t.c)
         )
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             row = conn.execute(query).mappings().first()
             if row is not None:
                 self._announce(conn, name)
@@ -187,7 +187,7 @@ class TaskStore:
             .where((t.c.last_run.is_(None)) | (t.c.last_run < last_run))
             .values(last_run=last_run)
         )
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             conn.execute(query)
 
     def delete(self, name: str, *, now: datetime | None = None) -> Task | None:
@@ -197,7 +197,7 @@ class TaskStore:
         them); its pending executions are cancelled with it, at ``now``. A running one is the caller's
         choice (the service cancels it or lets it finish; a lost replica's is recovered without a retry).
         """
-        with translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._database.begin() as conn:
             row = conn.execute(delete(t).where(t.c.name == name).returning(*t.c)).mappings().first()
             deleted = row is not None
             if row is not None:

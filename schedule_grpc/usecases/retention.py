@@ -17,12 +17,11 @@ from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.errors import AlreadyExists
 from schedule_grpc.domain.models import Task
 from schedule_grpc.domain.validation import NewTask
+from schedule_grpc.handlers.maintenance import TASK_NAME as TASK_NAME  # the task is named after its handler
 from schedule_grpc.settings import Settings
 from schedule_grpc.usecases.ports import EventDeletion, HistoryDeletion
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = "cleanup-execution-history"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.app import Replica
 from tests.api.shim_support import AUTH_TOKENS, bearer, serve
-from tests.support import FakeClock, Webhook
+from tests.support import FakeClock, Webhook, eventually
 
 ALPHA = tuple(bearer("alpha-secret").items())
 BETA = tuple(bearer("beta-secret").items())
@@ -66,13 +66,6 @@ def _hanging_task(
     )
 
 
-def _wait_for(condition: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_callers(
     service: Replica, channel: grpc.Channel, hanging: Webhook
 ) -> None:
@@ -89,7 +82,8 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         stub.RunTaskNow.future(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=30)
         for _ in range(PER_CALLER - STREAMS)
     ]
-    _wait_for(lambda: service.long_calls.held == PER_CALLER)
+    assert service.long_calls is not None
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == PER_CALLER)
 
     # the same caller is refused a further long call at once, with a reason
     started = time.monotonic()
@@ -114,7 +108,7 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
         assert answer.status_code == 200 and time.monotonic() - started < 0.1  # the HTTP probe too
     # another caller still gets a long call of its own: WatchExecutions is full, but RunTaskNow is not
     other = stub.RunTaskNow.future(pb.RunTaskNowRequest(name="beta-hangs"), metadata=BETA, timeout=30)
-    _wait_for(lambda: service.long_calls.held == PER_CALLER + 1)
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == PER_CALLER + 1)
     with pytest.raises(grpc.RpcError) as caught:
         next(iter(stub.WatchExecutions(pb.WatchExecutionsRequest(), metadata=BETA, timeout=5)))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -122,7 +116,7 @@ def test_one_caller_holding_every_long_call_starves_neither_probes_nor_other_cal
     http.close()
     for call in [*streams, *runs, other]:
         call.cancel()  # type: ignore[no-untyped-call]
-    _wait_for(lambda: service.long_calls.held == 0, timeout_s=2)
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=2)
 
 
 def test_run_now_frees_its_thread_when_the_caller_goes_away_or_its_deadline_passes(
@@ -131,16 +125,16 @@ def test_run_now_frees_its_thread_when_the_caller_goes_away_or_its_deadline_pass
     stub = pb_grpc.ScheduleServiceStub(channel)
     _hanging_task(stub, hanging)
     call = stub.RunTaskNow.future(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=30)
-    _wait_for(lambda: service.long_calls.held == 1)
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == 1)
     call.cancel()  # type: ignore[no-untyped-call]
     started = time.monotonic()
-    _wait_for(lambda: service.long_calls.held == 0, timeout_s=1)
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=1)
     assert time.monotonic() - started < 0.5
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.RunTaskNow(pb.RunTaskNowRequest(name="hangs"), metadata=ALPHA, timeout=0.5)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    _wait_for(lambda: service.long_calls.held == 0, timeout_s=0.5)
+    eventually(lambda: service.long_calls is not None and service.long_calls.held == 0, timeout_s=0.5)
     # the executions carry on: they show in the history
     history = stub.GetTaskHistory(pb.GetTaskHistoryRequest(name="hangs"), metadata=ALPHA).history
     assert len(history) == 2

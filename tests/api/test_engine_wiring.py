@@ -15,8 +15,8 @@ from sqlalchemy import text
 from schedule_grpc.app import Replica, build
 from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
-from tests.integration.engine_support import FUTURE, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE
+from tests.support import FakeClock, eventually
 
 
 @pytest.fixture
@@ -54,6 +54,6 @@ def test_a_task_registered_through_the_api_is_scheduled_at_once(leading: Replica
                 conn.execute(text("SELECT count(*) FROM apscheduler_jobs WHERE id = :i"), {"i": task.id}).scalar() == 1
             )
 
-    assert until(scheduled)
+    assert eventually(scheduled)
     with leading.database.connect() as conn:
         assert conn.execute(text("SELECT replica_id FROM leader_epochs")).scalars().all() == ["api-replica"]

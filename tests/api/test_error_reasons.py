@@ -13,8 +13,7 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.api.http import routes
 from schedule_grpc.app import Replica
-from tests.api.helpers import error_details
-from tests.api.test_fuzz import (
+from tests.api.fuzz_support import (
     FUZZ,
     ROUTES,
     _struct,
@@ -28,6 +27,7 @@ from tests.api.test_fuzz import (
     segments,
     timezones,
 )
+from tests.api.helpers import error_details
 
 __all__ = ["fuzzed"]  # the fixture, shared with the property tests it extends
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
@@ -14,7 +14,7 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.observability import logs
-from tests.support import Webhook
+from tests.support import Webhook, eventually
 
 
 @pytest.fixture
@@ -37,13 +37,13 @@ def test_a_run_logs_with_its_ids(json_logs: io.StringIO, stub: pb_grpc.ScheduleS
     metadata.update({"url": webhook.url})
     task = stub.RegisterTask(pb.RegisterTaskRequest(name="ping", schedule="@daily", handler="http", metadata=metadata))
     execution = stub.RunTaskNow(pb.RunTaskNowRequest(name="ping")).execution
-    deadline = time.monotonic() + 10  # the executor logs right after recording, which RunTaskNow may beat
-    while True:
+
+    def logged() -> list[dict[str, Any]] | None:
         records = [json.loads(line) for line in json_logs.getvalue().splitlines() if line.startswith("{")]
         ours = [r for r in records if r.get("execution_id") == execution.id]
-        if any(r["message"] == "execution finished" for r in ours) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+        return ours if any(r["message"] == "execution finished" for r in ours) else None
+
+    ours = eventually(logged, timeout_s=10)  # the executor logs right after recording, which RunTaskNow may beat
     queued = next(r for r in ours if r["message"] == "execution queued")
     assert queued["logger"] == "schedule_grpc.usecases.runs" and queued["rpc"] == "RunTaskNow"
     # the executor records the outcome (the handler itself, and httpx, log from its worker process)

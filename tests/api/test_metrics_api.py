@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from prometheus_client.parser import text_string_to_metric_families
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import insert
@@ -19,33 +16,9 @@ from schedule_grpc.domain.models import ExecutionStatus
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import leader_epochs
 from tests.executor_rows import ExecutorRows
-from tests.support import FakeClock, Webhook
+from tests.support import FakeClock, Webhook, scrape, scrape_when
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def scrape(service: Replica) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def scrape_when(
-    service: Replica, key: tuple[str, tuple[tuple[str, str], ...]], value: float
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """A scrape that shows ``value`` for ``key``. On Postgres an event is read once every transaction older
-    than it (in the whole cluster) has ended, so a scrape right after a commit may not count it yet."""
-    deadline = time.monotonic() + 10
-    while True:
-        metrics = scrape(service)
-        if metrics.get(key) == value or time.monotonic() > deadline:
-            return metrics
-        time.sleep(0.05)
 
 
 def _register(stub: pb_grpc.ScheduleServiceStub, name: str, url: str) -> None:

@@ -16,9 +16,8 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.app import Replica
 from schedule_grpc.domain.models import ExecutionStatus
-from tests.api.test_metrics_api import scrape_when
 from tests.executor_rows import ExecutorRows
-from tests.support import Webhook
+from tests.support import Webhook, scrape_when
 
 PROMTOOL = shutil.which("promtool")
 if PROMTOOL is None and os.environ.get("SCHEDULE_TEST_REQUIRE_PROMTOOL"):

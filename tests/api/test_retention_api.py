@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,9 +18,8 @@ from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.tables import dead_letters, execution_events, task_executions
 from schedule_grpc.usecases import retention
-from tests.api.test_metrics_api import scrape
 from tests.executor_rows import ExecutorRows
-from tests.support import FakeClock, Webhook
+from tests.support import FakeClock, Webhook, scrape, scrape_when
 
 
 @pytest.fixture
@@ -89,9 +87,7 @@ def test_the_retention_task_keeps_the_tables_bounded(replica: Replica, clock: Fa
     assert by_task == {"plain": 30 + 1, "audit": 60, "noisy": 1, "cleanup-execution-history": 1}
     assert _count(replica, dead_letters) == 3
     deleted = ("schedule_retention_deleted_rows_total", (("table", "task_executions"),))
-    deadline = time.monotonic() + 10  # the executor counts right after recording, which RunTaskNow may beat
-    while (after := scrape(replica)).get(deleted) != 89 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    after = scrape_when(replica, deleted, 89)  # the executor counts right after recording, which RunTaskNow may beat
     assert after[deleted] == 89
     assert after[("schedule_retention_deleted_rows_total", (("table", "dead_letters"),))] == 3
     assert after[("schedule_dead_letters", ())] == before[("schedule_dead_letters", ())] - 3

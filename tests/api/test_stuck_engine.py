@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schedule_grpc.app import Replica, build
 from schedule_grpc.scheduling.engine import SchedulingEngine
 from schedule_grpc.settings import Settings
-from tests.integration.engine_support import FUTURE, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE
+from tests.support import FakeClock, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -58,11 +58,11 @@ def test_a_stuck_firing_loop_turns_health_not_serving_and_the_replica_stops_lead
         assert status(stub) == health_pb2.HealthCheckResponse.SERVING
         monkeypatch.setattr(engine._lease, "renew", stuck)
         try:
-            assert until(lambda: status(stub) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=10)
-            assert until(lambda: not engine.is_leader, timeout_s=10)
+            assert eventually(lambda: status(stub) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=10)
+            assert eventually(lambda: not engine.is_leader, timeout_s=10)
             assert "firing loop" in leading.monitor.failing["scheduling engine"]
         finally:
             released.set()
         # once the loop ends, the replica (alone here) leads again and reports SERVING
-        assert until(lambda: status(stub) == health_pb2.HealthCheckResponse.SERVING, timeout_s=15)
+        assert eventually(lambda: status(stub) == health_pb2.HealthCheckResponse.SERVING, timeout_s=15)
         assert engine.wait_leader(5)

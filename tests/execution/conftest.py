@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -72,18 +71,6 @@ def replica(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[R
 def stub(replica: Replica) -> Iterator[pb_grpc.ScheduleServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         yield pb_grpc.ScheduleServiceStub(channel)
-
-
-def wait_until(probe: Callable[[], T | None], timeout_s: float = 15.0) -> T:
-    """Polls ``probe`` until it returns something truthy (the executor works in real time)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def enqueue_scheduled(replica: Replica, task_id: str, task_name: str, at: datetime) -> Execution:

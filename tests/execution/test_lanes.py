@@ -26,11 +26,10 @@ from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tables import scheduled_tasks
 from tests.execution import handlers
-from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until
+from tests.execution.conftest import enqueue_scheduled, history, replica_settings
 from tests.execution.remote import AsyncPost, Receiver
 from tests.execution.smtp import SmtpServer
-from tests.execution.test_retries import register
-from tests.support import FakeClock
+from tests.support import FakeClock, eventually, register_task
 
 NO_RETRY = pb.RetryPolicy(max_retries=0)
 
@@ -76,9 +75,9 @@ def test_remote_calls_are_all_in_flight_at_once_and_succeed(
 ) -> None:
     names = [f"hook-{i}" for i in range(40)]
     for name in names:
-        task = register(stub, name, "async-post", metadata={"url": f"{receiver.url}/hold/1"})
+        task = register_task(stub, name, "async-post", metadata={"url": f"{receiver.url}/hold/1"})
         enqueue_scheduled(lanes, task.id, task.name, clock.now())
-    wait_until(lambda: statuses(lanes, names).count(ExecutionStatus.SUCCESS) == 40, timeout_s=60)
+    eventually(lambda: statuses(lanes, names).count(ExecutionStatus.SUCCESS) == 40, timeout_s=60)
     # with four worker processes they would arrive four at a time; on the event loop they are held together
     assert receiver.max_in_flight == 40
     assert all(x.result == 200 and x.trigger is Trigger.SCHEDULE for n in names for x in history(lanes, n))
@@ -88,25 +87,25 @@ def test_a_remote_call_past_its_timeout_fails_as_timeout_and_is_retried(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     timeout = duration_pb2.Duration(nanos=300_000_000)
-    task = register(stub, "slow-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"}, timeout=timeout)
+    task = register_task(stub, "slow-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"}, timeout=timeout)
     enqueue_scheduled(lanes, task.id, task.name, clock.now())
-    retry = wait_until(lambda: [x for x in history(lanes, task.name) if x.attempt == 2])[0]
+    retry = eventually(lambda: [x for x in history(lanes, task.name) if x.attempt == 2])[0]
     [first] = [x for x in history(lanes, task.name) if x.attempt == 1]
     assert first.status is ExecutionStatus.FAILED and first.error_category is ErrorCategory.TIMEOUT
     assert "timeout of 0.3s" in (first.error or "")
     assert retry.status is ExecutionStatus.PENDING and retry.trigger is Trigger.RETRY
-    wait_until(lambda: first.id in receiver.gone)  # the call was abandoned, not left open
+    eventually(lambda: first.id in receiver.gone)  # the call was abandoned, not left open
 
 
 def test_cancel_stops_a_remote_call_at_once(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
-    task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
+    task = register_task(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
     execution = enqueue_scheduled(lanes, task.id, task.name, clock.now())
-    wait_until(lambda: execution.id in receiver.arrived)
+    eventually(lambda: execution.id in receiver.arrived)
     stub.CancelExecution(pb.CancelExecutionRequest(execution_id=execution.id))
-    wait_until(lambda: execution.id in receiver.gone, timeout_s=5)
-    assert lanes.executor.wait_finished(execution.id, 5)
+    eventually(lambda: execution.id in receiver.gone, timeout_s=5)
+    assert lanes.executor is not None and lanes.executor.wait_finished(execution.id, 5)
     [row] = history(lanes, task.name)
     assert row.status is ExecutionStatus.CANCELLED and row.error == "cancelled while running"
 
@@ -117,11 +116,11 @@ def test_shutdown_stops_remote_calls_records_them_and_closes_the_handlers(
     svc = start(database_url, clock, smtp, shutdown_grace_s=0.2)
     with grpc.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
         url = f"{receiver.url}/hold/30"
-        task = register(
+        task = register_task(
             pb_grpc.ScheduleServiceStub(channel), "held", "async-post", metadata={"url": url}, retry_policy=NO_RETRY
         )
     execution = enqueue_scheduled(svc, task.id, task.name, clock.now())
-    wait_until(lambda: execution.id in receiver.arrived)
+    eventually(lambda: execution.id in receiver.arrived)
     closed = AsyncPost.closed
     svc.stop()
     assert AsyncPost.closed == closed + 1
@@ -132,10 +131,11 @@ def test_shutdown_stops_remote_calls_records_them_and_closes_the_handlers(
 def test_wait_finished_waits_for_that_execution(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
-    slow = register(stub, "slow", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
-    fast = register(stub, "fast", "noop")
+    assert lanes.executor is not None
+    slow = register_task(stub, "slow", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
+    fast = register_task(stub, "fast", "noop")
     held = enqueue_scheduled(lanes, slow.id, slow.name, clock.now())
-    wait_until(lambda: held.id in receiver.arrived)
+    eventually(lambda: held.id in receiver.arrived)
     quick = enqueue_scheduled(lanes, fast.id, fast.name, clock.now())
     assert lanes.executor.wait_finished(quick.id, 30)
     assert ExecutionStore(lanes.database).get(quick.id).status is ExecutionStatus.SUCCESS  # type: ignore[union-attr]
@@ -152,16 +152,16 @@ def test_one_owners_hanging_webhooks_hold_only_their_share_of_the_remote_lane(
             stub = pb_grpc.ScheduleServiceStub(channel)
             hanging = []
             for i in range(50):
-                task = register(stub, f"a-{i}", "async-post", metadata={"url": f"{receiver.url}/hold/60"})
+                task = register_task(stub, f"a-{i}", "async-post", metadata={"url": f"{receiver.url}/hold/60"})
                 owned_by(svc, task, "alpha")
                 hanging.append(task)
-            b = register(stub, "b-hook", "async-post", metadata={"url": f"{receiver.url}/hold/0"})
+            b = register_task(stub, "b-hook", "async-post", metadata={"url": f"{receiver.url}/hold/0"})
             owned_by(svc, b, "beta")
             for task in hanging:
                 enqueue_scheduled(svc, task.id, task.name, clock.now())
-            wait_until(lambda: len(receiver.arrived) >= 4)
+            eventually(lambda: len(receiver.arrived) >= 4)
             on_time = enqueue_scheduled(svc, b.id, b.name, clock.now())
-            wait_until(lambda: statuses(svc, ["b-hook"]) == [ExecutionStatus.SUCCESS])
+            eventually(lambda: statuses(svc, ["b-hook"]) == [ExecutionStatus.SUCCESS])
             alpha = statuses(svc, [t.name for t in hanging])
             # beta's call ran while alpha's hung: alpha holds 4 of the 8 slots, the rest of its calls wait
             assert alpha.count(ExecutionStatus.RUNNING) == 4 and alpha.count(ExecutionStatus.PENDING) == 46
@@ -184,14 +184,14 @@ def test_run_now_is_not_queued_behind_other_callers_work_in_a_full_local_lane(
             sleepers = []
             for owner in ("alpha", "gamma"):
                 for i in range(2):
-                    task = register(stub, f"{owner}-{i}", "sleep", metadata={"seconds": 60})
+                    task = register_task(stub, f"{owner}-{i}", "sleep", metadata={"seconds": 60})
                     owned_by(svc, task, owner)
                     sleepers.append(task)
                     enqueue_scheduled(svc, task.id, task.name, clock.now())
-            beta = register(stub, "beta-now", "noop")
+            beta = register_task(stub, "beta-now", "noop")
             owned_by(svc, beta, "beta")
             names = [t.name for t in sleepers]
-            wait_until(lambda: statuses(svc, names).count(ExecutionStatus.RUNNING) == 2)
+            eventually(lambda: statuses(svc, names).count(ExecutionStatus.RUNNING) == 2)
             # each owner holds one of the two worker processes; their second executions wait
             assert statuses(svc, names).count(ExecutionStatus.PENDING) == 2
             answer = stub.RunTaskNow(pb.RunTaskNowRequest(name="beta-now"), timeout=30)
@@ -204,12 +204,12 @@ def test_run_now_is_not_queued_behind_other_callers_work_in_a_full_local_lane(
 def test_disable_cancels_pending_retries_and_lets_a_running_call_finish_unretried(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
-    failing = register(stub, "flaky", "failing")
+    failing = register_task(stub, "flaky", "failing")
     enqueue_scheduled(lanes, failing.id, failing.name, clock.now())
-    wait_until(lambda: [x for x in history(lanes, "flaky") if x.attempt == 2])  # due in 1 s of a clock that waits
-    held = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/1"})
+    eventually(lambda: [x for x in history(lanes, "flaky") if x.attempt == 2])  # due in 1 s of a clock that waits
+    held = register_task(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/1"})
     running = enqueue_scheduled(lanes, held.id, held.name, clock.now())
-    wait_until(lambda: running.id in receiver.arrived)
+    eventually(lambda: running.id in receiver.arrived)
     stub.DisableTask(pb.DisableTaskRequest(name="flaky"))
     stub.DisableTask(pb.DisableTaskRequest(name="held-hook"))
     first, retry = history(lanes, "flaky")
@@ -224,11 +224,11 @@ def test_disable_cancels_pending_retries_and_lets_a_running_call_finish_unretrie
 def test_disable_with_cancel_running_stops_the_running_call(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
-    task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
+    task = register_task(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/30"})
     running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
-    wait_until(lambda: running.id in receiver.arrived)
+    eventually(lambda: running.id in receiver.arrived)
     stub.DisableTask(pb.DisableTaskRequest(name="held-hook", cancel_running=True))
-    wait_until(lambda: running.id in receiver.gone, timeout_s=5)
+    eventually(lambda: running.id in receiver.gone, timeout_s=5)
     [row] = history(lanes, "held-hook")
     assert row.status is ExecutionStatus.CANCELLED and row.error == "cancelled while running: the task was disabled"
 
@@ -237,13 +237,13 @@ def test_disable_with_cancel_running_stops_the_running_call(
 def test_unregister_lets_a_running_call_finish_or_stops_it(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver, cancel_running: bool
 ) -> None:
-    task = register(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/2"})
+    task = register_task(stub, "held-hook", "async-post", metadata={"url": f"{receiver.url}/hold/2"})
     running = enqueue_scheduled(lanes, task.id, task.name, clock.now())
-    wait_until(lambda: running.id in receiver.arrived)
+    eventually(lambda: running.id in receiver.arrived)
     stub.UnregisterTask(pb.UnregisterTaskRequest(name="held-hook", cancel_running=cancel_running))
     assert lanes.executor.wait_finished(running.id, 30)
     if cancel_running:
-        wait_until(lambda: running.id in receiver.gone, timeout_s=5)  # the call was cut
+        eventually(lambda: running.id in receiver.gone, timeout_s=5)  # the call was cut
     else:
         assert running.id not in receiver.gone  # it was answered
     with pytest.raises(grpc.RpcError) as caught:

@@ -15,14 +15,14 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
 from schedule_grpc.app import Replica, build
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.models import ErrorCategory, Execution, ExecutionStatus
 from schedule_grpc.handlers.base import lane_of
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
-from tests.execution.conftest import enqueue_scheduled, history, replica_settings, wait_until
+from tests.execution.conftest import enqueue_scheduled, history, replica_settings
 from tests.execution.smtp import SmtpServer
 from tests.handler_support import Answer, GrpcTestServer, Receiver
-from tests.support import FakeClock
+from tests.support import FakeClock, eventually
 
 
 @pytest.fixture
@@ -68,12 +68,12 @@ def run_once(
     task = stub.RegisterTask(request, timeout=10).task
     enqueue_scheduled(replica, task.id, task.name, clock.now())
     done = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
-    [execution] = wait_until(lambda: [x for x in history(replica, name) if x.status in done], 30)
+    [execution] = eventually(lambda: [x for x in history(replica, name) if x.status in done], 30)
     return execution
 
 
 def test_the_network_handlers_declare_their_lanes() -> None:
-    registry = default_registry(Settings())
+    registry = handler_registry(Settings())
     lanes = {name: lane_of(registry.get(name)) for name in ("http", "grpc", "health-check-services")}  # type: ignore[arg-type]
     assert lanes == {"http": "remote", "grpc": "remote", "health-check-services": "remote"}
 

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.ids import new_id
 from schedule_grpc.domain.models import Execution, ExecutionStatus, Task, Trigger
 from schedule_grpc.handlers.analytics import percentile
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import analytics, backup
 from schedule_grpc.store.executions import ExecutionStore
@@ -60,7 +60,7 @@ def test_update_analytics_stores_a_snapshot_of_the_last_hour_and_day(database_ur
     _execution(engine, b, "failed", minutes_ago=60 * 30, duration_ms=10)  # older than a day: not counted
     with engine.begin() as conn:
         conn.execute(insert(sessions).values(id="s1", user_id="u", created_at=NOW, expires_at=NOW))
-    handler = default_registry(Settings(database_url=database_url)).get("update-analytics")
+    handler = handler_registry(Settings(database_url=database_url)).get("update-analytics")
     assert handler is not None
     result = handler.run(context("update-analytics", at=NOW))
     assert result["tasks"] == {"total": 2, "enabled": 1}
@@ -80,7 +80,7 @@ def test_update_analytics_stores_a_snapshot_of_the_last_hour_and_day(database_ur
 
 def _backup_handler(database_url: str, directory: Path, retention: int = 2):  # type: ignore[no-untyped-def]
     settings = Settings(database_url=database_url, backup_dir=str(directory), backup_retention=retention)
-    return default_registry(settings).get("backup-database")
+    return handler_registry(settings).get("backup-database")
 
 
 def _seed_sessions(engine: Engine, n: int) -> list[tuple[str, str]]:

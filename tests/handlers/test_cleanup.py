@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.errors import InvalidArgument
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.platform_tables import api_keys, generations, sessions
 from tests.handler_support import context
@@ -17,7 +17,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _handler(database_url: str, name: str):  # type: ignore[no-untyped-def]
-    handler = default_registry(Settings(database_url=database_url)).get(name)
+    handler = handler_registry(Settings(database_url=database_url)).get(name)
     assert handler is not None
     return handler
 
@@ -112,7 +112,7 @@ def test_generations_older_than_30_days_are_deleted_and_the_age_is_configurable(
     ],
 )
 def test_bad_metadata_is_rejected_naming_the_key(metadata: dict[str, object], field: str) -> None:
-    handler = default_registry(Settings()).get("cleanup-old-generations")
+    handler = handler_registry(Settings()).get("cleanup-old-generations")
     assert handler is not None
     with pytest.raises(InvalidArgument) as caught:
         handler.validate(metadata)

@@ -17,7 +17,7 @@ from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import insert
 
 from schedule_grpc.app import build
-from schedule_grpc.handlers.registry import default_registry
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store import db
 from schedule_grpc.store.platform_tables import document_chunks, entities, sessions
@@ -141,7 +141,7 @@ def test_all_13_defaults_run_once_through_run_task_now(
 
 
 def test_every_handler_pickles_for_a_worker_process() -> None:
-    registry = default_registry(Settings(health_check_targets="a=http://x/h", embeddings_url="http://e/v1/embeddings"))
+    registry = handler_registry(Settings(health_check_targets="a=http://x/h", embeddings_url="http://e/v1/embeddings"))
     for handler in registry.all():
         copy = pickle.loads(pickle.dumps(handler))
         assert copy.name == handler.name and _state(copy) == _state(handler)
@@ -161,13 +161,13 @@ def test_plugins_add_handlers_through_the_entry_point_group(tmp_path: Path, monk
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-handlers\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[schedule_grpc.handlers]\nping = acme_handlers:Ping\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry = default_registry(Settings(handler_http_timeout_s=7))
+    registry = handler_registry(Settings(handler_http_timeout_s=7))
     plugin = registry.get("acme-ping")
     assert plugin is not None and plugin.category == "acme" and plugin.timeout_s == 7  # type: ignore[attr-defined]
     (info / "entry_points.txt").write_text("[schedule_grpc.handlers]\nbad = acme_handlers:broken\n")
     sys.modules.pop("acme_handlers", None)
     with pytest.raises(RuntimeError, match=r"handler plugin 'bad'.*no licence"):
-        default_registry(Settings())
+        handler_registry(Settings())
 
 
 def _struct(**values: object) -> struct_pb2.Struct:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.platform_tables import document_chunks, entities
 from tests.handler_support import EmbeddingsEndpoint, JsonServer, context, vector_of
@@ -26,7 +26,7 @@ def _handler(database_url: str, server: JsonServer, name: str, batch: int = 3): 
         embeddings_batch_size=batch,
         egress_allow="127.0.0.0/8",  # the provider is a loopback server
     )
-    return default_registry(settings).get(name)
+    return handler_registry(settings).get(name)
 
 
 def test_missing_embeddings_are_generated_in_batches_and_existing_ones_kept(
@@ -94,7 +94,7 @@ def test_a_provider_that_is_down_fails_the_run_as_a_network_error(
 
 
 def test_without_a_provider_the_run_fails_saying_what_to_set(database_url: str) -> None:
-    handler = default_registry(Settings(database_url=database_url)).get("generate-missing-embeddings")
+    handler = handler_registry(Settings(database_url=database_url)).get("generate-missing-embeddings")
     assert handler is not None
     with pytest.raises(HandlerFailed, match="SCHEDULE_EMBEDDINGS_URL"):
         handler.run(context("x", at=NOW))

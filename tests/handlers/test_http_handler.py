@@ -159,10 +159,10 @@ def test_bad_metadata_names_the_key(metadata: dict[str, Any], field: str) -> Non
 
 
 def test_the_registry_gives_the_settings_egress_policy_and_the_lanes_concurrency_as_the_pool() -> None:
-    from schedule_grpc.handlers.registry import default_registry
+    from schedule_grpc.app.handlers import handler_registry
     from schedule_grpc.settings import Settings, SettingsError
 
-    handler = default_registry(Settings(executor_remote_concurrency=64, egress_allow="10.1.0.0/16")).get("http")
+    handler = handler_registry(Settings(executor_remote_concurrency=64, egress_allow="10.1.0.0/16")).get("http")
     assert isinstance(handler, HttpHandler) and handler.sessions.limit == 64
     handler.egress.check("10.1.2.3", 443)  # allowed by the setting
     with pytest.raises(SettingsError, match="SCHEDULE_EGRESS_DENY"):

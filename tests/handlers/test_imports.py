@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, delete, select, update
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.settings import Settings
 from schedule_grpc.store.platform_tables import import_runs, mcp_servers, public_apis
 from tests.handler_support import JsonServer, McpRegistry, apis_guru_list, context, mcp_entry
@@ -18,7 +19,7 @@ NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
 
 def _registry(database_url: str, server: JsonServer) -> HandlerRegistry:
-    return default_registry(
+    return handler_registry(
         Settings(
             database_url=database_url,
             mcp_registry_url=server.base,

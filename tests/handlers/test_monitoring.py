@@ -9,11 +9,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine, insert, select
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.handlers.base import HandlerFailed
 from schedule_grpc.handlers.monitoring import parse_targets
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import rate_limit_usage, service_health
 from tests.handler_support import GrpcTestServer, JsonServer, context
@@ -27,7 +27,7 @@ def test_services_going_down_and_coming_back_alert_once_per_change(
     web = {"status": 200}
     json_server.routes["/healthz"] = lambda _q, _b: (web["status"], {"ok": web["status"] == 200})
     targets = f"billing=grpc://{grpc_server.target}/billing.v1.Billing,web={json_server.base}/healthz"
-    handler = default_registry(
+    handler = handler_registry(
         Settings(database_url=database_url, health_check_targets=targets, egress_allow="127.0.0.0/8")
     ).get("health-check-services")
     assert handler is not None
@@ -66,7 +66,7 @@ def test_an_unreachable_or_slow_service_is_down_within_the_deadline(
     database_url: str, grpc_server: GrpcTestServer
 ) -> None:
     grpc_server.health.delay_s = 2.0
-    handler = default_registry(Settings(database_url=database_url, egress_allow="127.0.0.0/8")).get(
+    handler = handler_registry(Settings(database_url=database_url, egress_allow="127.0.0.0/8")).get(
         "health-check-services"
     )
     assert handler is not None
@@ -88,8 +88,8 @@ def test_target_lists_are_checked_at_start_up_and_registration() -> None:
         with pytest.raises(ValueError):
             parse_targets(bad)
     with pytest.raises(SettingsError, match="SCHEDULE_HEALTH_CHECK_TARGETS"):
-        default_registry(Settings(health_check_targets="nonsense"))
-    handler = default_registry(Settings()).get("health-check-services")
+        handler_registry(Settings(health_check_targets="nonsense"))
+    handler = handler_registry(Settings()).get("health-check-services")
     assert handler is not None
     with pytest.raises(InvalidArgument) as caught:
         handler.validate({"targets": {"db": "tcp://x:1"}})
@@ -109,7 +109,7 @@ def test_rate_limits_above_the_threshold_are_alerted(database_url: str, engine: 
                  "window_end": NOW - timedelta(hours=1)},
             ],
         )  # fmt: skip
-    handler = default_registry(Settings(database_url=database_url)).get("check-rate-limits")
+    handler = handler_registry(Settings(database_url=database_url)).get("check-rate-limits")
     assert handler is not None
     result = handler.run(context("check-rate-limits", at=NOW))
     assert result["checked"] == 3
@@ -123,7 +123,7 @@ def test_rate_limits_above_the_threshold_are_alerted(database_url: str, engine: 
 
 def test_probes_pass_the_egress_policy(database_url: str, grpc_server: GrpcTestServer, json_server: JsonServer) -> None:
     json_server.routes["/healthz"] = lambda _q, _b: (200, {"ok": True})
-    handler = default_registry(Settings(database_url=database_url)).get("health-check-services")  # default policy
+    handler = handler_registry(Settings(database_url=database_url)).get("health-check-services")  # default policy
     assert handler is not None
     for target in (f"grpc://{grpc_server.target}", f"{json_server.base}/healthz"):
         with pytest.raises(HandlerFailed, match=r"egress denied: 127\.0\.0\.1 is loopback") as caught:

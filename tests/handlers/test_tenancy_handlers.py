@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.models import ErrorCategory, Task
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.handlers.registry import default_registry, egress_policy
+from schedule_grpc.handlers.registry import egress_policy
 from schedule_grpc.security.egress import EgressDenied
 from schedule_grpc.settings import Settings, SettingsError
 from schedule_grpc.store.platform_tables import entities, generations, mcp_servers
@@ -33,7 +34,7 @@ def test_imports_to_a_loopback_source_are_denied_by_default_and_write_nothing(
     database_url: str, engine: Engine, json_server: JsonServer
 ) -> None:
     json_server.routes["/v0/servers"] = McpRegistry([mcp_entry(i) for i in range(3)])
-    handler = default_registry(Settings(database_url=database_url, mcp_registry_url=json_server.base)).get(
+    handler = handler_registry(Settings(database_url=database_url, mcp_registry_url=json_server.base)).get(
         "import-mcp-servers"
     )
     assert handler is not None
@@ -42,7 +43,7 @@ def test_imports_to_a_loopback_source_are_denied_by_default_and_write_nothing(
     assert json_server.hits.get("/v0/servers", 0) == 0  # no request left the service
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(mcp_servers)).scalar_one() == 0
-    allowed = default_registry(
+    allowed = handler_registry(
         Settings(database_url=database_url, mcp_registry_url=json_server.base, egress_allow="127.0.0.0/8")
     ).get("import-mcp-servers")
     assert allowed is not None and allowed.run(context("import-mcp-servers", at=NOW))["fetched"] == 3
@@ -57,7 +58,7 @@ def test_embeddings_to_a_denied_provider_fail_with_the_policy_reason(
     settings = Settings(
         database_url=database_url, embeddings_url=f"{json_server.base}/v1/embeddings", egress_deny="127.0.0.1/32"
     )
-    handler = default_registry(settings).get("generate-missing-embeddings")
+    handler = handler_registry(settings).get("generate-missing-embeddings")
     assert handler is not None
     failure = _policy_failure(lambda: handler.run(context("generate-missing-embeddings", at=NOW)))
     assert "denied network 127.0.0.1/32" in str(failure)
@@ -70,11 +71,11 @@ def test_a_table_the_operator_no_longer_allows_is_refused_when_the_task_runs(dat
         conn.execute(
             insert(generations).values(id="g1", model="m", prompt="p", created_at=datetime(2020, 1, 1, tzinfo=UTC))
         )
-    registered = default_registry(Settings(database_url=database_url)).get("cleanup-old-generations")
+    registered = handler_registry(Settings(database_url=database_url)).get("cleanup-old-generations")
     assert registered is not None
     registered.validate({"table": "generations"})  # accepted at registration
     narrowed = Settings(database_url=database_url, handler_tables="cleanup-old-generations=archive.generations")
-    handler = default_registry(narrowed).get("cleanup-old-generations")
+    handler = handler_registry(narrowed).get("cleanup-old-generations")
     assert handler is not None
     failure = _policy_failure(lambda: handler.run(context("cleanup-old-generations", {"table": "generations"}, at=NOW)))
     assert str(failure).startswith("refused at execution: metadata.table:")

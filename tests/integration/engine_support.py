@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain.models import OverlapPolicy, Task
 from schedule_grpc.domain.validation import NewTask
-from schedule_grpc.handlers.registry import default_registry
 from schedule_grpc.scheduling.engine import SchedulingEngine
+from schedule_grpc.settings import Settings
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.leader import LeaderLock, lease_for, lock_for
 from schedule_grpc.store.occurrences import OccurrenceStore
@@ -21,8 +22,8 @@ from schedule_grpc.store.tasks import TaskStore
 from schedule_grpc.usecases.tasks import Tasks
 from tests.support import FakeClock
 
-# Years after the wall clock: APScheduler's own (wall-clock) loop never finds these jobs due,
-# so each test moves the fake clock and reconciles to fire.
+# Years after the wall clock, so nothing depends on it: the engine (its firing loop included) reads
+# only the fake clock, which each test moves, then reconciles (or lets the loop's next pass fire).
 FUTURE = datetime(2031, 6, 2, 9, 0, 30, tzinfo=UTC)
 
 
@@ -66,7 +67,7 @@ def make_replica(
         max_catchup_rows=max_catchup_rows,
     )
     store = TaskStore(db, on_change=engine.task_changed)
-    service = Tasks(store, ExecutionStore(db), default_registry(), clock)
+    service = Tasks(store, ExecutionStore(db), handler_registry(Settings()), clock)
     return Replica(engine, service, wakeups)
 
 
@@ -99,13 +100,3 @@ def rows(db: Engine, task: Task | None = None) -> list[Any]:
         params["t"] = task.id
     with db.connect() as conn:
         return list(conn.execute(text(query + " ORDER BY scheduled_for"), params))
-
-
-def until(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
-    """Polls ``condition`` (the engine's threads react in milliseconds; no cron wait)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False

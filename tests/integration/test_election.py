@@ -11,8 +11,8 @@ from sqlalchemy import Engine, text
 
 from schedule_grpc.scheduling.firing import Occurrence
 from schedule_grpc.store import db as dbm
-from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
+from tests.support import FakeClock, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -30,7 +30,7 @@ def replicas(db: Engine) -> Iterator[tuple[FakeClock, list[Replica]]]:
     started = [make_replica(db, clock, f"r{i}") for i in range(3)]
     for r in started:
         r.engine.start()
-    assert until(lambda: sum(r.engine.is_leader for r in started) == 1)
+    assert eventually(lambda: sum(r.engine.is_leader for r in started) == 1)
     yield clock, started
     for r in started:
         r.engine.stop()
@@ -54,7 +54,7 @@ def test_one_replica_leads_and_another_takes_over_within_a_second_when_it_stops(
     assert leader.engine.wait_leader(5)
     began = time.monotonic()
     leader.engine.stop()
-    assert until(lambda: any(r.engine.is_leader for r in started if r is not leader), timeout_s=5)
+    assert eventually(lambda: any(r.engine.is_leader for r in started if r is not leader), timeout_s=5)
     assert time.monotonic() - began < 1.5
     new = _leader(started)
     epochs = _epochs(db)
@@ -70,7 +70,7 @@ def test_a_task_registered_through_a_follower_reaches_the_leader_by_notify(
     assert leader.engine.wait_leader(5)
     follower = next(r for r in started if r is not leader)
     task = register(follower, "via-follower", "*/5 * * * *")
-    assert until(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.get_job(task.id))
+    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.entry(task.id))
     clock.advance(timedelta(minutes=5))
     assert follower.engine.reconcile_now() is None  # followers never fire
     leader.engine.reconcile_now()
@@ -90,8 +90,8 @@ def test_a_leader_whose_lock_connection_breaks_stops_and_leadership_recovers(
                 " WHERE application_name = 'schedule-grpc leader lock' AND datname = current_database()"
             )
         )
-    assert until(lambda: len(_epochs(db)) == 2, timeout_s=5)
-    assert until(lambda: sum(r.engine.is_leader for r in started) == 1)
+    assert eventually(lambda: len(_epochs(db)) == 2, timeout_s=5)
+    assert eventually(lambda: sum(r.engine.is_leader for r in started) == 1)
     assert _leader(started).engine.wait_leader(5)
 
 
@@ -100,7 +100,7 @@ def test_a_deposed_leader_stores_nothing(db: Engine, replicas: tuple[FakeClock, 
     leader = _leader(started)
     assert leader.engine.wait_leader(5)
     task = register(leader, "late", "*/5 * * * *")
-    assert until(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.get_job(task.id))
+    assert eventually(lambda: leader.engine._scheduler is not None and leader.engine._scheduler.entry(task.id))
     leader.engine.stop()
     clock.advance(timedelta(minutes=5))
     leader.engine._hand_on([Occurrence(task.id, FUTURE, "*/5 * * * *", "UTC")], {})

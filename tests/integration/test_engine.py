@@ -13,8 +13,8 @@ from schedule_grpc.domain.models import OverlapPolicy
 from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.occurrences import OccurrenceStore
-from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
+from tests.support import FakeClock, eventually
 
 MINUTE = timedelta(minutes=1)
 
@@ -51,11 +51,12 @@ def test_each_instant_becomes_one_pending_row_and_next_run_moves_on(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "every-5", "*/5 * * * *")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     first = datetime(2031, 6, 2, 9, 5, tzinfo=UTC)
     clock.set(first + timedelta(minutes=10, seconds=3))
-    result = replica.engine.reconcile_now()
-    assert result is not None and result.caught_up == 3
+    # The firing loop reads the same clock: its next pass or this reconciliation, whichever comes
+    # first, hands the three instants on; the rows are the same either way.
+    assert replica.engine.reconcile_now() is not None
     fired = rows(db, task)
     assert [_utc(r.scheduled_for) for r in fired] == [first, first + 5 * MINUTE, first + 10 * MINUTE]
     assert {(r.status, r.trigger, r.attempt) for r in fired} == {("pending", "schedule", 1)}
@@ -83,9 +84,15 @@ def test_occurrences_beyond_the_catch_up_window_are_recorded_missed_and_bounded(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "minutely", "* * * * *", window=timedelta(minutes=10))
-    assert until(lambda: task.id in _job_ids(db))
-    clock.advance(timedelta(days=3))  # down for three days
-    replica.engine.reconcile_now()
+    assert eventually(lambda: task.id in _job_ids(db))
+    replica.engine.stop()  # down for three days; the next leader catches up before its loop runs
+    clock.advance(timedelta(days=3))
+    after = make_replica(db, clock, "r2")
+    after.engine.start()
+    try:
+        assert after.engine.wait_leader(10)
+    finally:
+        after.engine.stop()
     recorded = rows(db, task)
     missed = [r for r in recorded if r.status == "missed"]
     pending = [r for r in recorded if r.status == "pending"]
@@ -104,19 +111,19 @@ def test_catch_up_writes_a_bounded_number_of_rows_per_pass_and_finishes_in_later
     try:
         assert replica.engine.wait_leader(10)
         tasks = [register(replica, f"minutely-{i}", "* * * * *", window=timedelta(hours=1)) for i in range(3)]
-        assert until(lambda: all(t.id in _job_ids(db) for t in tasks))
+        assert eventually(lambda: all(t.id in _job_ids(db) for t in tasks))
         replica.engine.stop()  # down for two hours: 3 tasks x (60 missed + 60 late) = 360 rows to catch up
         clock.advance(timedelta(hours=2))
         replica = make_replica(db, clock, "r2", max_catchup_rows=100, interval_s=3600)
         replica.engine.start()
         assert replica.engine.wait_leader(10)
         # the promotion's pass wrote 100; the engine follows with further passes of at most 100 on its own
-        assert until(lambda: len(rows(db)) == 360, timeout_s=20), len(rows(db))
+        assert eventually(lambda: len(rows(db)) == 360, timeout_s=20), len(rows(db))
         for task in tasks:
             instants = [r.scheduled_for for r in rows(db, task)]
             assert len(instants) == len(set(instants)) == 120  # each minute once, none lost, none twice
             task_id = task.id
-            assert until(lambda: task_id in _job_ids(db))  # caught up: back to its job  # noqa: B023
+            assert eventually(lambda: task_id in _job_ids(db))  # caught up: back to its job  # noqa: B023
     finally:
         replica.engine.stop()
     passes = [getattr(r, "caught_up", 0) for r in caplog.records if r.getMessage() == "reconciled"]
@@ -127,7 +134,7 @@ def test_overlap_skip_records_the_skipped_occurrence_with_its_reason(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "slow", "*/10 * * * *", overlap=OverlapPolicy.SKIP)
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 20, 1, tzinfo=UTC))
     replica.engine.reconcile_now()
     statuses = [(r.status, r.error) for r in rows(db, task)]
@@ -139,7 +146,7 @@ def test_overlap_queue_one_keeps_one_waiting_behind_a_running_execution(
     db: Engine, clock: FakeClock, replica: Replica
 ) -> None:
     task = register(replica, "queued", "*/10 * * * *", overlap=OverlapPolicy.QUEUE_ONE)
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     clock.set(datetime(2031, 6, 2, 9, 10, 1, tzinfo=UTC))
     replica.engine.reconcile_now()
     with db.begin() as conn:  # the executor started it
@@ -155,7 +162,7 @@ def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeCl
     gone = register(replica, "gone", "*/5 * * * *")
     replica.tasks.disable(None, "paused")
     replica.tasks.unregister(None, "gone")
-    assert until(lambda: _job_ids(db) == {kept.id})
+    assert eventually(lambda: _job_ids(db) == {kept.id})
     clock.advance(timedelta(minutes=6))
     replica.engine.reconcile_now()
     assert len(rows(db, kept)) == 1
@@ -165,22 +172,25 @@ def test_disabling_or_deleting_a_task_stops_its_firing(db: Engine, clock: FakeCl
 
 def test_a_registered_task_is_in_the_scheduler_at_once(db: Engine, replica: Replica) -> None:
     task = register(replica, "new", "@daily")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
 
 
-def test_the_scheduler_loop_fires_a_due_task(db: Engine) -> None:
-    # The fake clock two minutes behind the wall clock: the task's next instant has already passed
-    # for APScheduler's loop, which fires it at once (no wait for a cron instant).
-    clock = FakeClock(datetime.now(UTC) - 2 * MINUTE)
-    replica = make_replica(db, clock)
+def test_the_scheduler_loop_fires_a_due_task_on_the_injected_clock(db: Engine, clock: FakeClock) -> None:
+    # No reconciliation here: the firing loop itself reads the engine's clock, so moving the clock
+    # past an instant is enough for its next pass (within a second) to fire it.
+    replica = make_replica(db, clock, interval_s=3600)
     replica.engine.start()
     try:
         assert replica.engine.wait_leader(10)
         task = register(replica, "loop", "* * * * *")
-        assert until(lambda: len(rows(db, task)) >= 1)
-        first = rows(db, task)[0]
-        assert first.status == "pending"
-        assert until(lambda: _next_run(db, "loop") > datetime.now(UTC))
+        assert eventually(lambda: task.id in _job_ids(db))
+        first = datetime(2031, 6, 2, 9, 1, tzinfo=UTC)
+        assert _next_run(db, "loop") == first
+        clock.set(first + timedelta(seconds=2))
+        assert eventually(lambda: len(rows(db, task)) == 1)
+        assert [(_utc(r.scheduled_for), r.status) for r in rows(db, task)] == [(first, "pending")]
+        # the tasks table's next run moved on first; the loop's own entry follows it
+        assert eventually(lambda: _next_run(db, "loop") == first + MINUTE and _job_next(db, task.id) == first + MINUTE)
     finally:
         replica.engine.stop()
     assert not replica.engine.is_leader
@@ -191,20 +201,20 @@ def test_a_failing_loop_shows_in_health_and_heals(db: Engine, clock: FakeClock, 
     with db.begin() as conn:
         conn.execute(text("ALTER TABLE apscheduler_jobs RENAME TO apscheduler_jobs_away"))
     replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
-    assert until(lambda: _failing(replica))
+    assert eventually(lambda: _failing(replica))
     with db.begin() as conn:
         conn.execute(text("ALTER TABLE apscheduler_jobs_away RENAME TO apscheduler_jobs"))
     replica.engine._scheduler.wakeup()  # type: ignore[union-attr]
-    assert until(lambda: not _failing(replica))
+    assert eventually(lambda: not _failing(replica))
 
 
 def test_a_dead_scheduler_loop_is_restarted(db: Engine, clock: FakeClock, replica: Replica) -> None:
     task = register(replica, "survivor", "*/5 * * * *")
-    assert until(lambda: task.id in _job_ids(db))
+    assert eventually(lambda: task.id in _job_ids(db))
     old = replica.engine._scheduler
     assert old is not None
     old.shutdown(wait=False)  # the loop thread ends, as when APScheduler dies
-    assert until(lambda: replica.engine._scheduler is not None and replica.engine._scheduler is not old)
+    assert eventually(lambda: replica.engine._scheduler is not None and replica.engine._scheduler is not old)
     clock.advance(timedelta(minutes=5))
     replica.engine.reconcile_now()
     assert len(rows(db, task)) == 1
@@ -222,6 +232,13 @@ def _failing(replica: Replica) -> bool:
     except RuntimeError:
         return True
     return False
+
+
+def _job_next(db: Engine, task_id: str) -> datetime:
+    with db.connect() as conn:
+        value = conn.execute(text("SELECT next_run_time FROM apscheduler_jobs WHERE id = :i"), {"i": task_id}).scalar()
+    assert value is not None
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _job_ids(db: Engine) -> set[str]:

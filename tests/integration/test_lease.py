@@ -19,8 +19,8 @@ from sqlalchemy import Engine, text
 from schedule_grpc.scheduling.firing import Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.leader import LeadershipLost, LeaseStore, LocalLeaderLock, lease_for
-from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows, until
-from tests.support import FakeClock
+from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
+from tests.support import FakeClock, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -89,22 +89,22 @@ def test_a_hung_leader_is_replaced_and_fires_nothing_when_it_wakes(db: Engine, m
         r.engine.start()
     hang: Hang | None = None
     try:
-        assert until(lambda: sum(r.engine.is_leader for r in replicas) == 1)
+        assert eventually(lambda: sum(r.engine.is_leader for r in replicas) == 1)
         (old,) = [r for r in replicas if r.engine.is_leader]
         (new,) = [r for r in replicas if r is not old]
         assert old.engine.wait_leader(5)
         task = register(old, "every-five", "*/5 * * * *")
-        assert until(lambda: old.engine._scheduler is not None and old.engine._scheduler.get_job(task.id))
+        assert eventually(lambda: old.engine._scheduler is not None and old.engine._scheduler.entry(task.id))
 
         hang = Hang(monkeypatch, old)
         assert hang.entered.wait(5)  # the leader's firing loop is now stuck in a renewal
-        assert until(lambda: new.engine._campaign.watching)  # the follower has seen the last renewal
+        assert eventually(lambda: new.engine._campaign.watching)  # the follower has seen the last renewal
         monotonic.advance(4.9)  # the lease's term (2 s) plus the grace (3 s) not yet passed: no takeover
         time.sleep(0.3)
         assert old.engine.is_leader and not new.engine.is_leader and len(_epochs(db)) == 1
 
         monotonic.advance(1.0)
-        assert until(lambda: new.engine.is_leader, timeout_s=5)
+        assert eventually(lambda: new.engine.is_leader, timeout_s=5)
         assert new.engine.wait_leader(5)
         first, second = _epochs(db)
         assert (first.replica_id, second.replica_id) == (old.engine.replica_id, new.engine.replica_id)
@@ -113,7 +113,7 @@ def test_a_hung_leader_is_replaced_and_fires_nothing_when_it_wakes(db: Engine, m
         assert second.backend_pid is not None and second.backend_pid != first.backend_pid
 
         # the stuck replica stepped down, reports it, and does not campaign while its loop is stuck
-        assert until(lambda: not old.engine.is_leader)
+        assert eventually(lambda: not old.engine.is_leader)
         assert not _healthy(old) and _healthy(new)
         with pytest.raises(RuntimeError, match="firing loop"):
             old.engine.check()
@@ -123,7 +123,7 @@ def test_a_hung_leader_is_replaced_and_fires_nothing_when_it_wakes(db: Engine, m
         assert [r.status for r in rows(db, task)] == ["pending"]
 
         hang.release()  # the old leader wakes up: its renewal finds another epoch current
-        assert until(lambda: _healthy(old), timeout_s=10)
+        assert eventually(lambda: _healthy(old), timeout_s=10)
         assert old.engine.reconcile_now() is None  # a follower now: it fires nothing
         assert not old.engine.is_leader and new.engine.is_leader
         time.sleep(0.3)
@@ -147,7 +147,7 @@ def test_a_leader_whose_epoch_is_no_longer_current_fires_nothing_and_steps_down(
     try:
         assert replica.engine.wait_leader(5)
         task = register(replica, "woken", "*/5 * * * *")
-        assert until(lambda: replica.engine._scheduler is not None and replica.engine._scheduler.get_job(task.id))
+        assert eventually(lambda: replica.engine._scheduler is not None and replica.engine._scheduler.entry(task.id))
         hang = Hang(monkeypatch, replica)
         assert hang.entered.wait(5)
         lease_for(db).promote(  # another replica took over meanwhile
@@ -161,7 +161,7 @@ def test_a_leader_whose_epoch_is_no_longer_current_fires_nothing_and_steps_down(
 
         caplog.set_level(logging.WARNING, logger="schedule_grpc.scheduling.engine")
         hang.release()  # its loop's next renewal fails: it steps down, then (the lock being free) leads again
-        assert until(lambda: len(_epochs(db)) == 3 and replica.engine.wait_leader(0))
+        assert eventually(lambda: len(_epochs(db)) == 3 and replica.engine.wait_leader(0))
         assert [(e.replica_id, e.reason) for e in _epochs(db)] == [
             ("r1", "the leader lock was free"),
             ("r2", "takeover"),
@@ -182,7 +182,7 @@ def test_a_live_leader_is_never_replaced_even_with_a_short_grace(db: Engine) -> 
     for r in replicas:
         r.engine.start()
     try:
-        assert until(lambda: sum(r.engine.is_leader for r in replicas) == 1)
+        assert eventually(lambda: sum(r.engine.is_leader for r in replicas) == 1)
         time.sleep(4)  # twice the lease's term plus the grace, on the real clock: renewals keep it
         assert len(_epochs(db)) == 1
         assert all(_healthy(r) for r in replicas)
@@ -200,7 +200,7 @@ def test_a_follower_never_terminates_a_backend_the_stale_lease_does_not_hold_the
         r.engine.start()
     hang: Hang | None = None
     try:
-        assert until(lambda: sum(r.engine.is_leader for r in replicas) == 1)
+        assert eventually(lambda: sum(r.engine.is_leader for r in replicas) == 1)
         (old,) = [r for r in replicas if r.engine.is_leader]
         (new,) = [r for r in replicas if r is not old]
         assert old.engine.wait_leader(5)
@@ -210,7 +210,7 @@ def test_a_follower_never_terminates_a_backend_the_stale_lease_does_not_hold_the
             pid = bystander.execute(text("SELECT pg_backend_pid()")).scalar_one()
             with db.begin() as conn:
                 conn.execute(text("UPDATE leader_lease SET backend_pid = :p"), {"p": pid})
-            assert until(lambda: new.engine._campaign.watching)
+            assert eventually(lambda: new.engine._campaign.watching)
             monotonic.advance(60)
             time.sleep(0.5)
             assert bystander.execute(text("SELECT 1")).scalar_one() == 1  # still connected

@@ -16,7 +16,7 @@ from schedule_grpc.execution.runner import Attempt, replica_lost
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.queue import Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore
-from tests.integration.test_store import NOW, _execution, _task
+from tests.support import NOW, make_execution, make_task
 
 pytestmark = pytest.mark.postgres
 
@@ -31,9 +31,9 @@ def db(postgres_url: str) -> Iterator[Engine]:
 
 
 def test_a_resumed_replica_records_nothing_over_an_execution_recovered_from_it(db: Engine) -> None:
-    task = TaskStore(db).insert(dataclasses.replace(_task("paused"), overlap_policy=OverlapPolicy.ALLOW))
+    task = TaskStore(db).insert(dataclasses.replace(make_task("paused"), overlap_policy=OverlapPolicy.ALLOW))
     queue = QueueStore(db)
-    queue.enqueue(_execution(task, Trigger.SCHEDULE, NOW))
+    queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW))
     [claimed] = queue.claim(owner="paused-replica", now=NOW, lease=LEASE, limit=1)
 
     # the replica is paused past its lease: another replica's executor recovers the execution (and retries it)
@@ -66,9 +66,9 @@ def test_a_resumed_replica_records_nothing_over_an_execution_recovered_from_it(d
 
 def test_a_lost_replicas_execution_of_an_unregistered_task_is_cancelled_not_retried(db: Engine) -> None:
     tasks = TaskStore(db)
-    task = tasks.insert(_task("gone"))
+    task = tasks.insert(make_task("gone"))
     queue = QueueStore(db)
-    queue.enqueue(_execution(task, Trigger.SCHEDULE, NOW))
+    queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW))
     queue.claim(owner="lost-replica", now=NOW, lease=LEASE, limit=1)
     assert tasks.delete("gone", now=NOW) is not None  # a running execution is left to finish
 

@@ -13,15 +13,17 @@ from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import Claimed, Finished, QueueStore
 from schedule_grpc.store.tasks import TaskStore
-from tests.integration.test_store import NOW, _execution, _task
+from tests.support import NOW, make_execution, make_task
 
 
 def test_a_manual_run_is_claimed_before_an_older_scheduled_backlog(database_url: str) -> None:
     engine = db.make_engine(database_url)
-    task = TaskStore(engine).insert(dataclasses.replace(_task("busy"), overlap_policy=OverlapPolicy.ALLOW))
+    task = TaskStore(engine).insert(dataclasses.replace(make_task("busy"), overlap_policy=OverlapPolicy.ALLOW))
     queue = QueueStore(engine)
-    backlog = [queue.enqueue(_execution(task, Trigger.SCHEDULE, NOW - timedelta(minutes=m))) for m in range(5, 0, -1)]
-    manual = queue.enqueue(_execution(task, Trigger.MANUAL, NOW))
+    backlog = [
+        queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW - timedelta(minutes=m))) for m in range(5, 0, -1)
+    ]
+    manual = queue.enqueue(make_execution(task, Trigger.MANUAL, NOW))
     lease = timedelta(seconds=30)
 
     [first] = queue.claim(owner="r1", now=NOW, lease=lease, limit=1)
@@ -34,10 +36,10 @@ def test_a_manual_run_is_claimed_before_an_older_scheduled_backlog(database_url:
 
 def test_a_batch_records_each_outcome_with_its_follow_up_and_skips_what_was_cancelled(database_url: str) -> None:
     engine = db.make_engine(database_url)
-    task = TaskStore(engine).insert(dataclasses.replace(_task("batch"), overlap_policy=OverlapPolicy.ALLOW))
+    task = TaskStore(engine).insert(dataclasses.replace(make_task("batch"), overlap_policy=OverlapPolicy.ALLOW))
     queue = QueueStore(engine)
     for m in range(4):
-        queue.enqueue(_execution(task, Trigger.SCHEDULE, NOW - timedelta(minutes=m)))
+        queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW - timedelta(minutes=m)))
     ok, failed, last, cancelled = queue.claim(owner="r1", now=NOW, lease=timedelta(seconds=30), limit=10)
     last = dataclasses.replace(last, execution=dataclasses.replace(last.execution, attempt=6))  # retries spent
     queue.cancel(cancelled.execution.id, now=NOW)

@@ -10,55 +10,25 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from schedule_grpc.domain.ids import new_id
-from schedule_grpc.domain.models import Execution, ExecutionStatus, Task, Trigger
+from schedule_grpc.domain.models import Trigger
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.tasks import TaskStore
-
-NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-def _task(name: str = "t") -> Task:
-    return Task(
-        id=new_id("task"),
-        name=name,
-        schedule="@hourly",
-        handler="http",
-        enabled=True,
-        metadata={"url": "http://x"},
-        timezone="UTC",
-        created_at=NOW,
-        updated_at=NOW,
-    )
-
-
-def _execution(task: Task, trigger: Trigger, scheduled_for: datetime, attempt: int = 1) -> Execution:
-    return Execution(
-        id=new_id("exec"),
-        task_id=task.id,
-        task_name=task.name,
-        trigger=trigger,
-        scheduled_for=scheduled_for,
-        attempt=attempt,
-        status=ExecutionStatus.PENDING,
-        due_at=scheduled_for,
-        created_at=NOW,
-    )
+from tests.support import NOW, make_execution, make_task
 
 
 def test_a_scheduled_occurrence_can_be_inserted_only_once(database_url: str) -> None:
     engine = db.make_engine(database_url)
     tasks, executions = TaskStore(engine), ExecutionStore(engine)
-    task = tasks.insert(_task())
-    executions.insert(_execution(task, Trigger.SCHEDULE, NOW))
+    task = tasks.insert(make_task())
+    executions.insert(make_execution(task, Trigger.SCHEDULE, NOW))
     with pytest.raises(IntegrityError) as caught:
-        executions.insert(_execution(task, Trigger.SCHEDULE, NOW))
+        executions.insert(make_execution(task, Trigger.SCHEDULE, NOW))
     assert db.is_unique_violation(caught.value)
     # Its retry is a different attempt; manual runs at the same instant are not fenced.
-    executions.insert(_execution(task, Trigger.RETRY, NOW, attempt=2))
-    executions.insert(_execution(task, Trigger.MANUAL, NOW))
-    executions.insert(_execution(task, Trigger.MANUAL, NOW))
+    executions.insert(make_execution(task, Trigger.RETRY, NOW, attempt=2))
+    executions.insert(make_execution(task, Trigger.MANUAL, NOW))
+    executions.insert(make_execution(task, Trigger.MANUAL, NOW))
     assert len(executions.history(task.name, limit=10)) == 4
     engine.dispose()
 
@@ -67,7 +37,7 @@ def test_times_come_back_as_the_same_utc_instant(database_url: str) -> None:
     engine = db.make_engine(database_url)
     tasks = TaskStore(engine)
     berlin = datetime(2026, 7, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
-    task = tasks.insert(_task())
+    task = tasks.insert(make_task())
     tasks.set_last_run(task.id, berlin)
     tasks.set_last_run(task.id, berlin - timedelta(hours=1))  # never moves backwards
     stored = tasks.get("t")
@@ -131,7 +101,7 @@ def test_every_task_change_is_announced_on_postgres(postgres_url: str) -> None:
         listener.execute(f"LISTEN {CHANGES_CHANNEL}")
         engine = db.make_engine(postgres_url)
         tasks = TaskStore(engine)
-        tasks.insert(_task("announced"))
+        tasks.insert(make_task("announced"))
         tasks.set_enabled("announced", enabled=False, next_run=None, now=NOW)
         tasks.delete("announced")
         payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]

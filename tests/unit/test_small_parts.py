@@ -10,12 +10,13 @@ import grpc
 import pytest
 
 from schedule_grpc.api.status import ERROR_CODES, codes_for, to_status
+from schedule_grpc.app.handlers import handler_registry
 from schedule_grpc.domain import errors, tokens, validation
 from schedule_grpc.domain.ids import new_id
 from schedule_grpc.domain.models import ErrorCategory
 from schedule_grpc.execution.runner import categorize
 from schedule_grpc.handlers.base import HandlerFailed
-from schedule_grpc.handlers.registry import HandlerRegistry, default_registry
+from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.observability.logs import JsonFormatter
 from schedule_grpc.settings import Settings, SettingsError
 
@@ -116,7 +117,7 @@ def test_error_categories(error: BaseException, category: ErrorCategory) -> None
 
 
 def test_registry_refuses_a_name_twice() -> None:
-    registry = default_registry()
+    registry = handler_registry(Settings())
     with pytest.raises(ValueError, match="twice"):
         registry.register(registry.all()[0])
     assert HandlerRegistry().get("http") is None

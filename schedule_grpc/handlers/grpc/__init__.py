@@ -13,130 +13,38 @@ own. The target's name is resolved first, each address is judged by the egress p
 channel is opened to the first allowed address (the name stays the call's authority and TLS name),
 so neither DNS nor a proxy setting can lead the call elsewhere.
 
-This module and api/ are the only ones that import grpc: here it is the client of other services.
+This package and api/ are the only ones that import grpc: here it is the client of other services
+(``channel``: the egress-checked channel, failures, the health probe; ``schema``: a method's message
+classes from the callee's reflection).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from google.protobuf import json_format
 
 from schedule_grpc.domain.errors import InvalidArgument
 from schedule_grpc.domain.models import JSON, ErrorCategory
 from schedule_grpc.handlers import common
 from schedule_grpc.handlers.base import HandlerContext, HandlerFailed, Lane
-from schedule_grpc.handlers.outbound import MAX_BODY_CHARS, quote
-from schedule_grpc.security.egress import EgressDenied, EgressPolicy
+from schedule_grpc.handlers.grpc.channel import failure, open_channel
+from schedule_grpc.handlers.grpc.channel import probe_health as probe_health
+from schedule_grpc.handlers.grpc.schema import message_classes
+from schedule_grpc.handlers.outbound import MAX_BODY_CHARS
+from schedule_grpc.security.egress import EgressPolicy
 
 METHOD_RE = re.compile(r"/?([A-Za-z_][\w.]*)/([A-Za-z_]\w*)")
 GRPC_HEADER_NAME = re.compile(r"[0-9a-z_.-]{1,256}")  # gRPC metadata keys
 TARGET_RE = re.compile(r"[\w.\-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0
-_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
-# Files a reflection walk may fetch: a service's descriptors and their imports, bounded.
-_MAX_FILES = 200
-
-
-def split_target(target: str) -> tuple[str, int]:
-    """(host, port) of ``host:port`` or ``[v6]:port``."""
-    host, _, port = target.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-async def resolve_allowed(target: str, egress: EgressPolicy) -> str:
-    """The address to dial for ``target``: its first resolved address the policy allows.
-
-    Raises HandlerFailed (POLICY) when every address is denied, (NETWORK) when the name does not resolve.
-    """
-    host, port = split_target(target)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
-        raise HandlerFailed(f"{host} does not resolve: {error}", ErrorCategory.NETWORK) from error
-    denied: EgressDenied | None = None
-    for _family, _type, _proto, _name, sockaddr in infos:
-        address = str(sockaddr[0])
-        try:
-            egress.check(address, port)
-        except EgressDenied as refusal:
-            denied = denied or refusal
-            continue
-        return (
-            f"[{address}]:{port}" if ipaddress.ip_address(address.split("%")[0]).version == 6 else f"{address}:{port}"
-        )
-    raise HandlerFailed(str(denied or f"egress denied: {host} resolved to no address"), ErrorCategory.POLICY)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-async def open_channel(
-    target: str,
-    egress: EgressPolicy,
-    *,
-    tls: bool,
-    ca_pem: str | None = None,
-    server_name: str | None = None,
-) -> grpc.aio.Channel:
-    """A grpc.aio channel to the egress-checked address of ``target``, plaintext or TLS."""
-    address = await resolve_allowed(target, egress)
-    host, _ = split_target(target)
-    options: list[tuple[str, Any]] = [
-        ("grpc.enable_http_proxy", 0),  # dial the address judged, not a proxy from the environment
-        ("grpc.enable_retries", 0),
-        ("grpc.default_authority", server_name or (target if not _is_ip(host) else address)),
-    ]
-    if not tls:
-        return grpc.aio.insecure_channel(address, options=options)
-    name = server_name or host
-    options.append(("grpc.ssl_target_name_override", name))
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem.encode() if ca_pem else None)
-    return grpc.aio.secure_channel(address, credentials, options=options)
-
-
-def failure(error: grpc.RpcError, what: str) -> HandlerFailed:
-    """A failed call as a categorised handler failure."""
-    code = error.code()
-    details = error.details()
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        category = ErrorCategory.TIMEOUT
-    elif code in _TRANSIENT:
-        category = ErrorCategory.NETWORK
-    else:
-        category = ErrorCategory.LOGIC
-    return HandlerFailed(f"{what} failed: {code.name}: {quote(details or '')}", category)
-
-
-async def probe_health(target: str, service: str, *, tls: bool, timeout_s: float, egress: EgressPolicy) -> str:
-    """Asks ``grpc.health.v1.Health/Check``; returns the serving status name.
-
-    Raises grpc.RpcError from the call, HandlerFailed when the policy refuses the target.
-    """
-    channel = await open_channel(target, egress, tls=tls)
-    try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
-        )
-    finally:
-        await channel.close(None)
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 class GrpcHandler:
@@ -231,7 +139,7 @@ class GrpcHandler:
                 await asyncio.wait_for(channel.channel_ready(), remaining())
             except TimeoutError as error:
                 raise HandlerFailed(f"{target} not reachable within {timeout:g}s", ErrorCategory.NETWORK) from error
-            request_class, response_class = await _message_classes(channel, service_name, method_name, remaining)
+            request_class, response_class = await message_classes(channel, service_name, method_name, remaining)
             try:
                 request = json_format.ParseDict(metadata.get("request", {}), request_class())
             except json_format.ParseError as error:
@@ -258,79 +166,3 @@ def _bounded(answer: dict[str, Any]) -> JSON:
     if len(text) <= MAX_BODY_CHARS:
         return answer
     return text[:MAX_BODY_CHARS] + "…"
-
-
-async def _reflect(
-    stub: reflection_pb2_grpc.ServerReflectionStub, request: reflection_pb2.ServerReflectionRequest, timeout: float
-) -> list[descriptor_pb2.FileDescriptorProto] | None:
-    """The files one reflection request answers; None when the server says it has no such thing."""
-    try:
-        async for reply in stub.ServerReflectionInfo(iter([request]), timeout=timeout):
-            if reply.HasField("error_response"):
-                return None
-            return [
-                descriptor_pb2.FileDescriptorProto.FromString(data)
-                for data in reply.file_descriptor_response.file_descriptor_proto
-            ]
-    except grpc.RpcError as error:
-        raise failure(error, "server reflection") from error
-    return None
-
-
-async def _message_classes(
-    channel: grpc.aio.Channel, service_name: str, method_name: str, remaining: Any
-) -> tuple[Any, Any]:
-    """The request and response classes of a method, read from the server's reflection."""
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    first = await _reflect(
-        stub, reflection_pb2.ServerReflectionRequest(file_containing_symbol=service_name), remaining()
-    )
-    if not first:
-        raise HandlerFailed(f"the server does not offer {service_name} (by its reflection)", ErrorCategory.LOGIC)
-    files = {f.name: f for f in first}
-    missing = [d for f in first for d in f.dependency if d not in files]
-    while missing and len(files) < _MAX_FILES:
-        name = missing.pop()
-        if name in files:
-            continue
-        found = await _reflect(stub, reflection_pb2.ServerReflectionRequest(file_by_filename=name), remaining())
-        for file in found or [_well_known(name)]:
-            files.setdefault(file.name, file)
-            missing.extend(d for d in file.dependency if d not in files)
-    pool = descriptor_pool.DescriptorPool()
-    added: set[str] = set()
-
-    def add(name: str) -> None:
-        if name in added or name not in files:
-            return
-        added.add(name)
-        for dependency in files[name].dependency:
-            add(dependency)
-        pool.Add(files[name])
-
-    for name in files:
-        add(name)
-    try:
-        service = pool.FindServiceByName(service_name)
-    except KeyError as error:
-        raise HandlerFailed(
-            f"the server does not offer {service_name} (by its reflection)", ErrorCategory.LOGIC
-        ) from error
-    method = service.methods_by_name.get(method_name)
-    if method is None:
-        raise HandlerFailed(f"{service_name} has no method {method_name}", ErrorCategory.LOGIC)
-    if method.client_streaming or method.server_streaming:
-        raise HandlerFailed(
-            f"{service_name}/{method_name} is a streaming method; only unary calls are made", ErrorCategory.LOGIC
-        )
-    return message_factory.GetMessageClass(method.input_type), message_factory.GetMessageClass(method.output_type)
-
-
-def _well_known(name: str) -> descriptor_pb2.FileDescriptorProto:
-    """A file the server did not send, from the protobuf runtime's own (google/protobuf/*.proto)."""
-    proto = descriptor_pb2.FileDescriptorProto()
-    try:
-        descriptor_pool.Default().FindFileByName(name).CopyToProto(proto)
-    except KeyError:
-        raise HandlerFailed(f"the server's reflection does not give {name}", ErrorCategory.LOGIC) from None
-    return proto
