@@ -24,6 +24,7 @@ from schedule_grpc.handlers.base import HandlerContext
 from schedule_grpc.handlers.http import HttpHandler
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.handler_data import HANDLER_DATA
 from schedule_grpc.store.tables import scheduled_tasks
 from tests.execution import handlers
 from tests.execution.conftest import enqueue_scheduled, history, replica_settings
@@ -275,6 +276,7 @@ def test_a_remote_run_cancelled_before_its_batch_reaches_the_loop_never_calls_ou
                 attempt=1,
                 metadata={"url": f"{receiver.url}/ok"},
                 timeout=timedelta(seconds=10),
+                data=HANDLER_DATA,
             )
 
         kept = lane.prepare(AsyncPost(), ctx("kept"), done("kept"))
