@@ -42,10 +42,10 @@ from drill_handlers import DrillNoop, DrillRemoteWork, DrillWork
 
 from schedule_grpc.domain.clock import SystemClock
 from schedule_grpc.domain.ids import new_id
+from schedule_grpc.domain.lifecycle import Decision
 from schedule_grpc.domain.models import Execution, ExecutionStatus, OverlapPolicy, RetryPolicy, Task, Trigger
 from schedule_grpc.execution.alerts import LogAlerts
 from schedule_grpc.execution.executor import Executor, ExecutorConfig
-from schedule_grpc.execution.lifecycle import Decision
 from schedule_grpc.execution.runner import Attempt
 from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store import db

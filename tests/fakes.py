@@ -14,11 +14,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from schedule_grpc.domain import lifecycle
 from schedule_grpc.domain.audit import AuditEntry, AuditFilter
 from schedule_grpc.domain.errors import AlreadyExists
 from schedule_grpc.domain.history import HistoryFilter, HistoryKey
 from schedule_grpc.domain.models import DeadLetter, Execution, ExecutionStatus, Outcome, Task, Trigger
-from schedule_grpc.execution import lifecycle
 
 _LIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
 

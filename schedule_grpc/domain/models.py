@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 JSON = Any  # any JSON value: dict, list, str, int, float, bool or None
 
@@ -154,3 +154,8 @@ class Page(Generic[T]):
 
     items: Sequence[T]
     next_token: str = ""
+
+
+Lane = Literal["local", "remote"]
+"""Where the executor runs a handler: ``local`` in a worker process (Python over data, with the memory
+limit), ``remote`` as an asyncio task on the replica's event loop (the work is a network call)."""

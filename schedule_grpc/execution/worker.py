@@ -39,7 +39,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
-class Job:
+class Assignment:
     """What a worker process needs: the handler object, its context and the memory it may use."""
 
     handler: Handler
@@ -78,15 +78,15 @@ def _exit_when_orphaned(conn: Connection) -> None:  # pragma: no cover - runs in
 
 
 def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the worker process
-    """The worker process: wait for one job, run it, report, exit."""
+    """The worker process: wait for one assignment, run it, report, exit."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us itself
     try:
         raw = conn.recv_bytes()
     except (EOFError, OSError):
-        return  # the pool closed: no job for this process
+        return  # the pool closed: no assignment for this process
     try:
-        job: Job = pickle.loads(raw)
+        assignment: Assignment = pickle.loads(raw)
     except Exception as error:
         conn.send(
             Attempt(
@@ -97,11 +97,11 @@ def _serve_one(conn: Connection) -> None:  # pragma: no cover - runs in the work
         )
         return
     threading.Thread(target=_exit_when_orphaned, args=(conn,), daemon=True).start()
-    _limit_memory(job.memory_limit_mb)
-    context = job.context
+    _limit_memory(assignment.memory_limit_mb)
+    context = assignment.context
     # what the handler (and the libraries it calls) logs carries the execution's ids
     with logs.bind(task_id=context.task_id, task_name=context.task_name, execution_id=context.execution_id):
-        attempt = call_handler(job.handler, context)
+        attempt = call_handler(assignment.handler, context)
     try:
         conn.send(attempt)
     except Exception as error:  # e.g. a traceback that cannot be pickled
@@ -179,7 +179,7 @@ class Running:
 
 
 class WorkerPool:
-    """Hands jobs to worker processes, keeping ``spares`` of them started ahead of need."""
+    """Hands assignments to worker processes, keeping ``spares`` of them started ahead of need."""
 
     def __init__(self, spares: int, preload: Sequence[str] = ()) -> None:
         self._context = multiprocessing.get_context("forkserver")
@@ -194,9 +194,9 @@ class WorkerPool:
         self._wanted.set()
         self._thread.start()
 
-    def run(self, job: Job) -> Running:
-        """Starts ``job`` in a fresh worker process. Raises PicklingError if the job cannot be sent."""
-        payload = pickle.dumps(job)
+    def run(self, assignment: Assignment) -> Running:
+        """Starts ``assignment`` in a fresh worker process. Raises PicklingError if the assignment cannot be sent."""
+        payload = pickle.dumps(assignment)
         while True:
             try:
                 process, conn = self._idle.get_nowait()

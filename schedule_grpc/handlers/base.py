@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 from schedule_grpc.domain.errors import HandlerFailed as HandlerFailed  # handlers raise it from here
 from schedule_grpc.domain.models import JSON
+from schedule_grpc.domain.models import Lane as Lane  # handlers and the executor name lanes from here
 from schedule_grpc.handlers.data import HandlerData
 
 
@@ -46,11 +47,6 @@ class Handler(Protocol):
     def run(self, context: HandlerContext) -> JSON:
         """Does the work; returns a JSON value saying what was done, or raises."""
         ...
-
-
-Lane = Literal["local", "remote"]
-"""Where the executor runs a handler: ``local`` in a worker process (Python over data, with the memory
-limit), ``remote`` as an asyncio task on the replica's event loop (the work is a network call)."""
 
 
 class RemoteHandler(Handler, Protocol):

@@ -126,4 +126,8 @@ def configure(level: str, fmt: str) -> None:
         library.handlers[:] = []  # no library-installed handlers: one line per event, in one format
         library.propagate = True
         library.setLevel(numeric if name not in _CHATTY or numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+    # At DEBUG, SQLAlchemy would log every result row, and rows carry task metadata (secrets included): its
+    # statements are logged from DEBUG on, their parameters hidden (store.db.make_engine), never the rows.
+    sql = logging.INFO if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    logging.getLogger("sqlalchemy.engine").setLevel(sql)
     logging.captureWarnings(True)  # warnings.warn from any library becomes a structured record too

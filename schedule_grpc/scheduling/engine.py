@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schedule_grpc.domain.clock import Clock
+from schedule_grpc.domain.firing import Occurrence
 from schedule_grpc.scheduling.apscheduler import Due, TaskScheduler
-from schedule_grpc.scheduling.firing import Occurrence
 from schedule_grpc.scheduling.health import Failures
 from schedule_grpc.scheduling.lease import Campaign, LeaseWatch
 from schedule_grpc.scheduling.loop import FiringLoop

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.cron import CronSchedule
+from schedule_grpc.domain.firing import Occurrence, catch_up
 from schedule_grpc.domain.models import Task
 from schedule_grpc.scheduling.apscheduler import Entry, TaskScheduler
-from schedule_grpc.scheduling.firing import Occurrence, catch_up
 from schedule_grpc.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)

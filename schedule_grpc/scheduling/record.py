@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from schedule_grpc.domain.clock import Clock
-from schedule_grpc.scheduling.firing import Occurrence
+from schedule_grpc.domain.firing import Occurrence
 from schedule_grpc.store.occurrences import EnqueueResult, OccurrenceStore
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,13 @@ Database: TypeAlias = Engine
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for ``url``: SQLite (one file, WAL) or Postgres through psycopg 3."""
+    """An engine for ``url``: SQLite (one file, WAL) or Postgres through psycopg 3.
+
+    Statement parameters are never logged nor quoted in errors (``hide_parameters``): they carry task
+    metadata, whose secrets must not reach a log line, even with SQL logging turned on at DEBUG.
+    """
     if url.startswith("sqlite"):
-        database = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        database = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(database, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -47,6 +51,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=10,
+        hide_parameters=True,
         # Sessions in UTC: timestamptz values arrive as datetime.UTC and need no conversion.
         connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
     )

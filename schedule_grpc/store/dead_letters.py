@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, RowMapping, delete, insert, select
 
+from schedule_grpc.domain import lifecycle
 from schedule_grpc.domain.models import DeadLetter, ErrorCategory, Execution
-from schedule_grpc.execution import lifecycle
 from schedule_grpc.store.db import translate_errors
 from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.queue import QueueStore

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Insert, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from schedule_grpc.domain import lifecycle
+from schedule_grpc.domain.firing import Occurrence, decide
 from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy
-from schedule_grpc.execution import lifecycle
-from schedule_grpc.scheduling.firing import Occurrence, decide
 from schedule_grpc.store.db import among, translate_errors
 from schedule_grpc.store.executions import _to_row as _execution_row
 from schedule_grpc.store.tables import UtcDateTime

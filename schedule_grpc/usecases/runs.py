@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from schedule_grpc.domain import lifecycle
 from schedule_grpc.domain.clock import Clock
 from schedule_grpc.domain.errors import DeadlineExceeded, NotFound
 from schedule_grpc.domain.models import Execution, ExecutionStatus, Outcome, Task
-from schedule_grpc.execution import lifecycle
 from schedule_grpc.execution.runner import handler_context, run_handler
 from schedule_grpc.handlers.base import Handler
 from schedule_grpc.observability import logs

@@ -48,5 +48,5 @@ def test_a_run_logs_with_its_ids(json_logs: io.StringIO, stub: pb_grpc.ScheduleS
     assert queued["logger"] == "schedule_grpc.usecases.runs" and queued["rpc"] == "RunTaskNow"
     # the executor records the outcome (the handler itself, and httpx, log from its worker process)
     finished = next(r for r in ours if r["message"] == "execution finished")
-    assert finished["logger"] == "schedule_grpc.execution.executor" and finished["status"] == "success"
+    assert finished["logger"] == "schedule_grpc.execution.recorder" and finished["status"] == "success"
     assert finished["task_id"] == task.task.id and finished["task_name"] == "ping" and finished["trigger"] == "manual"

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.scheduling.firing import Occurrence
+from schedule_grpc.domain.firing import Occurrence
 from schedule_grpc.store import db as dbm
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows
 from tests.support import FakeClock, eventually

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+from schedule_grpc.domain.firing import MAX_MISSED_RECORDED, Occurrence
 from schedule_grpc.domain.models import OverlapPolicy
-from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.occurrences import OccurrenceStore
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from schedule_grpc.scheduling.firing import Occurrence
+from schedule_grpc.domain.firing import Occurrence
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.leader import LeadershipLost, LeaseStore, LocalLeaderLock, lease_for
 from tests.integration.engine_support import FUTURE, Replica, make_replica, register, rows

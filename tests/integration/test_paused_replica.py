@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+from schedule_grpc.domain.lifecycle import Decision
 from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy, Trigger
-from schedule_grpc.execution.lifecycle import Decision
 from schedule_grpc.execution.runner import Attempt, replica_lost
 from schedule_grpc.store import db as dbm
 from schedule_grpc.store.queue import Finished, QueueStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+from schedule_grpc.domain import lifecycle
 from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, OverlapPolicy, Trigger
-from schedule_grpc.execution import lifecycle
 from schedule_grpc.execution.runner import Attempt
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from schedule_grpc.execution.fairness import Candidate, LaneLimits, Load, admit, owner_cap, room
+from schedule_grpc.domain.fairness import Candidate, LaneLimits, Load, admit, owner_cap, room
 from schedule_grpc.handlers.base import Lane
 
 LIMITS: dict[Lane, LaneLimits] = {"local": LaneLimits(4, 2), "remote": LaneLimits(8, 2)}

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schedule_grpc.domain.cron import CronSchedule
+from schedule_grpc.domain.firing import MAX_MISSED_RECORDED, ON_TIME_GRACE, catch_up, decide
 from schedule_grpc.domain.models import ExecutionStatus, OverlapPolicy
-from schedule_grpc.scheduling.firing import MAX_MISSED_RECORDED, ON_TIME_GRACE, catch_up, decide
 from schedule_grpc.scheduling.jobs import fire
 from schedule_grpc.scheduling.trigger import CronTaskTrigger
 

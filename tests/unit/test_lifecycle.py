@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from schedule_grpc.domain import lifecycle
+from schedule_grpc.domain.lifecycle import Decision
 from schedule_grpc.domain.models import (
     DeadLetter,
     ErrorCategory,
@@ -18,8 +20,6 @@ from schedule_grpc.domain.models import (
     Task,
     Trigger,
 )
-from schedule_grpc.execution import lifecycle
-from schedule_grpc.execution.lifecycle import Decision
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DONE = T0 + timedelta(seconds=3)

@@ -6,19 +6,26 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from schedule_grpc.observability import logs
+from schedule_grpc.store.db import make_engine
 
 
 @pytest.fixture
 def configured() -> Iterator[None]:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    names = [*logs.LIBRARIES, "sqlalchemy.engine"]
+    levels = {name: logging.getLogger(name).level for name in names}
     yield
     root.handlers[:], level = saved
     root.setLevel(level)
+    for name, library_level in levels.items():
+        logging.getLogger(name).setLevel(library_level)
     logging.captureWarnings(False)
 
 
@@ -57,3 +64,23 @@ def test_debug_turns_on_sql_and_text_format_is_for_humans(configured: None, caps
     logging.getLogger("sqlalchemy.engine.Engine").info("SELECT 1")
     err = capsys.readouterr().err
     assert "INFO sqlalchemy.engine.Engine: SELECT 1" in err
+
+
+def test_debug_logs_sql_but_neither_its_parameters_nor_its_rows(
+    configured: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    logs.configure("DEBUG", "text")
+    database = make_engine(f"sqlite:///{tmp_path / 'logged.db'}")
+    try:
+        with database.connect() as conn:
+            conn.execute(text("CREATE TABLE t (v TEXT)"))
+            conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "param-s3cret"})
+            conn.execute(text("INSERT INTO t (v) VALUES ('row-s3cret')"))
+            rows = conn.execute(text("SELECT v FROM t ORDER BY v")).scalars().all()
+    finally:
+        database.dispose()
+    assert rows == ["param-s3cret", "row-s3cret"]
+    err = capsys.readouterr().err
+    assert "SELECT v FROM t" in err  # SQL is what DEBUG is for
+    assert "param-s3cret" not in err
+    assert err.count("row-s3cret") == 1  # in the literal INSERT statement only, never as a result row

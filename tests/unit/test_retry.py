@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from schedule_grpc.domain.models import RetryPolicy, Trigger
-from schedule_grpc.execution.retry import next_delay, retries
+from schedule_grpc.domain.retry import next_delay, retries
 
 S = timedelta(seconds=1)
 

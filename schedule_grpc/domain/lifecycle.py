@@ -16,9 +16,9 @@ from typing import Literal
 
 import backoff
 
+from schedule_grpc.domain import retry
 from schedule_grpc.domain.ids import new_id
 from schedule_grpc.domain.models import DeadLetter, Execution, ExecutionStatus, Outcome, Task, Trigger
-from schedule_grpc.execution import retry
 
 Alert = Literal["reported", "failure", "dead_letter"]
 """``reported``: the alerts a successful handler put in its result; ``failure``: a critical task failed;

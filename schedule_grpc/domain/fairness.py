@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from schedule_grpc.handlers.base import Lane
+from schedule_grpc.domain.models import Lane
 
 
 @dataclass(frozen=True)
