@@ -10,19 +10,9 @@ Two lanes (``handlers.base.lane_of`` says which a handler runs in):
   worker process each (``worker``), up to ``concurrency`` at once, under the memory limit: nothing a
   handler leaves behind reaches the next one, and a crash ends only its own attempt.
 
-The remote lane's loop runs in a thread of the replica, not in a child process. Measured both ways
-with ``scripts/bench_executor.py`` (1,000 webhooks due at one instant, loopback receiver, 2 shared
-cores; the child-process lane is ``scripts/bench_lane_process.py``): the replica spends ~0.45-0.6 ms
-of CPU per remote execution in a thread, the call included (a bare asyncio client spends ~0.2 ms on
-the same POST), and the burst is over in under a second. GetTask served beside it went from p95
-~1.5-3 ms idle to p95 24-37 ms during that second with the loop in a thread, and 21-33 ms with it in
-a child process: no difference the noise of a shared machine lets one see, since the claims, the
-records and the child itself share the same two cores. The child costs a second copy of the handlers
-and their configuration, a pipe message per execution each way and a process to supervise; the
-thread is the better buy. (The old executor, a worker process per webhook: p95 21-26 ms for the
-15 s its burst lasted.)
+Why the remote lane's loop runs in a thread of the replica and not in a child process: see ``remote_lane``.
 
-Fairness (``fairness``): one task owner holds at most ``owner_share`` of a lane; a manual run
+Fairness (``domain.fairness``): one task owner holds at most ``owner_share`` of a lane; a manual run
 (RunTaskNow) is claimed first and may use a small headroom above the capacity, so it never waits
 behind another caller's slow work.
 
@@ -31,6 +21,9 @@ its poll interval), renews the leases of what runs here, notices cancellations, 
 executions whose lease expired (their replica died), each on its own interval. Finished attempts go
 to the recorder (``recorder``), which records them in batches. The running executions are ``slots``;
 the local lane is ``local_lane``, the remote one ``remote_lane``.
+
+What is left here (~340 lines) is the dispatcher: its loop, the claim, the housekeeping on their intervals
+and the hand-over to the lanes share its timing, and read best in one place.
 """
 
 from __future__ import annotations
