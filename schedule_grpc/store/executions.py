@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, RowMapping, insert, literal, select, tuple_, update
@@ -57,24 +58,11 @@ class ExecutionStore:
         """Records how a running execution ended; None if it is no longer running (cancelled, deleted)."""
         with translate_errors(), self._database.begin() as conn:
             started_at = conn.execute(select(e.c.started_at).where(e.c.id == execution_id)).scalar()
-            duration_ms = (
-                None if started_at is None else round((outcome.completed_at - started_at).total_seconds() * 1000)
-            )
             row = (
                 conn.execute(
                     update(e)
                     .where(e.c.id == execution_id, e.c.status == ExecutionStatus.RUNNING.value)
-                    .values(
-                        status=outcome.status.value,
-                        completed_at=outcome.completed_at,
-                        result=outcome.result,
-                        error=outcome.error,
-                        error_category=outcome.error_category.value if outcome.error_category else None,
-                        traceback=outcome.traceback,
-                        duration_ms=duration_ms,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
+                    .values(finished_values(outcome, started_at))
                     .returning(*e.c)
                 )
                 .mappings()
@@ -121,3 +109,25 @@ class ExecutionStore:
             )
         with translate_errors(), self._reads.connect() as conn:
             return [_from_row(r) for r in conn.execute(query).mappings().all()]
+
+
+def finished_values(outcome: Outcome, started_at: datetime | None) -> dict[str, Any]:
+    """The columns an execution's row takes when it ends with ``outcome`` (its lease released)."""
+    return {
+        "status": outcome.status.value,
+        "completed_at": outcome.completed_at,
+        "result": outcome.result,
+        "error": outcome.error,
+        "error_category": outcome.error_category.value if outcome.error_category else None,
+        "traceback": outcome.traceback,
+        "duration_ms": None
+        if started_at is None
+        else round((outcome.completed_at - started_at).total_seconds() * 1000),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def ms(delta: timedelta) -> int:
+    """A duration in whole milliseconds, as the ``duration_ms`` column keeps it."""
+    return round(delta.total_seconds() * 1000)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,12 +46,12 @@ class SqlDatabase:
     def rows_missing_embeddings(
         self, spec: EmbeddingColumns, *, after_id: str | None, limit: int
     ) -> list[tuple[str, str]]:
-        return platform.rows_missing_embeddings(self._database, _columns(spec), after_id=after_id, limit=limit)
+        return platform.rows_missing_embeddings(self._database, spec, after_id=after_id, limit=limit)
 
     def store_embeddings(
         self, spec: EmbeddingColumns, vectors: Mapping[str, list[float]], *, model: str, now: datetime
     ) -> int:
-        return platform.store_embeddings(self._database, _columns(spec), vectors, model=model, now=now)
+        return platform.store_embeddings(self._database, spec, vectors, model=model, now=now)
 
     def row_counts(self, names: Sequence[str]) -> dict[str, int | None]:
         return platform.row_counts(self._database, names)
@@ -109,7 +108,3 @@ class SqlHandlerData:
 
 
 HANDLER_DATA = SqlHandlerData()
-
-
-def _columns(spec: EmbeddingColumns) -> platform.EmbeddingColumns:
-    return platform.EmbeddingColumns(**asdict(spec))

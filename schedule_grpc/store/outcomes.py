@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, text, update
@@ -23,6 +23,7 @@ from schedule_grpc.domain.models import Execution, ExecutionStatus, Outcome, Tas
 from schedule_grpc.store.db import is_unique_violation
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row
+from schedule_grpc.store.executions import finished_values, ms
 from schedule_grpc.store.tables import dead_letters as d
 from schedule_grpc.store.tables import scheduled_tasks as t
 from schedule_grpc.store.tables import task_executions as e
@@ -70,22 +71,7 @@ def record_one(
     if expired_before is not None:
         condition = and_(condition, e.c.lease_expires_at < expired_before)
     row = (
-        conn.execute(
-            update(e)
-            .where(condition)
-            .values(
-                status=outcome.status.value,
-                completed_at=outcome.completed_at,
-                result=outcome.result,
-                error=outcome.error,
-                error_category=outcome.error_category.value if outcome.error_category else None,
-                traceback=outcome.traceback,
-                duration_ms=None if started is None else ms(outcome.completed_at - started),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            .returning(*e.c)
-        )
+        conn.execute(update(e).where(condition).values(finished_values(outcome, started)).returning(*e.c))
         .mappings()
         .first()
     )
@@ -180,7 +166,3 @@ FINISH_MANY = text(
     " WHERE x.id = v.id AND x.status = 'running' AND x.lease_owner = :owner"
     " RETURNING x.*"
 ).columns(*e.c)
-
-
-def ms(delta: timedelta) -> int:
-    return round(delta.total_seconds() * 1000)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnClause, Engine, TableClause, case, column, delete, func, inspect, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from schedule_grpc.handlers.data import EmbeddingColumns
 from schedule_grpc.store.db import make_engine, translate_errors
 from schedule_grpc.store.platform_tables import VectorType, service_health
 from schedule_grpc.store.tables import UtcDateTime
@@ -79,33 +79,23 @@ def delete_in_batches(
 # --- embeddings -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EmbeddingColumns:
-    """Where a family of rows keeps its text and its embedding."""
-
-    table: str
-    id: str
-    text: str
-    embedding: str
-    model: str
-    embedded_at: str
-
-    def clause(self) -> tuple[TableClause, dict[str, ColumnClause[Any]]]:
-        cols: dict[str, ColumnClause[Any]] = {
-            "id": column(self.id),
-            "text": column(self.text),
-            "embedding": column(self.embedding, VectorType),
-            "model": column(self.model),
-            "embedded_at": column(self.embedded_at, UtcDateTime),
-        }
-        return _table(self.table, *cols.values()), cols
+def _embedding_clause(spec: EmbeddingColumns) -> tuple[TableClause, dict[str, ColumnClause[Any]]]:
+    """The table and columns where ``spec``'s rows keep their text and embedding."""
+    cols: dict[str, ColumnClause[Any]] = {
+        "id": column(spec.id),
+        "text": column(spec.text),
+        "embedding": column(spec.embedding, VectorType),
+        "model": column(spec.model),
+        "embedded_at": column(spec.embedded_at, UtcDateTime),
+    }
+    return _table(spec.table, *cols.values()), cols
 
 
 def rows_missing_embeddings(
     database: Engine, spec: EmbeddingColumns, *, after_id: str | None, limit: int
 ) -> list[tuple[str, str]]:
     """(id, text) of rows with text and no embedding, in id order, after ``after_id``."""
-    target, c = spec.clause()
+    target, c = _embedding_clause(spec)
     query = (
         select(c["id"], c["text"])
         .select_from(target)
@@ -123,7 +113,7 @@ def store_embeddings(
     database: Engine, spec: EmbeddingColumns, vectors: Mapping[str, list[float]], *, model: str, now: datetime
 ) -> int:
     """Stores each row's vector, only where the row still has none; returns the rows written."""
-    target, c = spec.clause()
+    target, c = _embedding_clause(spec)
     written = 0
     with translate_errors(), database.begin() as conn:
         for row_id, vector in vectors.items():

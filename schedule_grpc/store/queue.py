@@ -31,6 +31,7 @@ from schedule_grpc.store import claims
 from schedule_grpc.store.db import among, translate_errors
 from schedule_grpc.store.executions import _from_row as _execution
 from schedule_grpc.store.executions import _to_row as _execution_row
+from schedule_grpc.store.executions import ms
 from schedule_grpc.store.outcomes import (
     Claimed,
     Finished,
@@ -38,7 +39,6 @@ from schedule_grpc.store.outcomes import (
     end_orphan,
     finish_many,
     follow_up,
-    ms,
     record_one,
 )
 from schedule_grpc.store.tables import scheduled_tasks as t
