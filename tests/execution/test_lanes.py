@@ -75,8 +75,9 @@ def test_remote_calls_are_all_in_flight_at_once_and_succeed(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
     names = [f"hook-{i}" for i in range(40)]
-    for name in names:
-        task = register_task(stub, name, "async-post", metadata={"url": f"{receiver.url}/hold/1"})
+    # each call is held long enough for all 40 to be queued, even on a loaded machine
+    tasks = [register_task(stub, name, "async-post", metadata={"url": f"{receiver.url}/hold/5"}) for name in names]
+    for task in tasks:
         enqueue_scheduled(lanes, task.id, task.name, clock.now())
     eventually(lambda: statuses(lanes, names).count(ExecutionStatus.SUCCESS) == 40, timeout_s=60)
     # with four worker processes they would arrive four at a time; on the event loop they are held together
