@@ -127,11 +127,6 @@ class Executor:
     def owner(self) -> str:
         return self._config.owner
 
-    @property
-    def cancellation_check_s(self) -> float:
-        """How often each replica looks for its running executions cancelled elsewhere."""
-        return self._config.poll_interval_s
-
     def start(self) -> None:
         _allow_open_files(self._config.remote_concurrency + OTHER_FILES)
         self._local.start()

@@ -17,12 +17,11 @@ from schedule_grpc.domain.errors import InvalidArgument, PermissionDenied
 from schedule_grpc.domain.models import Execution, Task
 from schedule_grpc.domain.validation import NewTask
 from schedule_grpc.handlers.base import Handler
+from schedule_grpc.handlers.maintenance import TASK_NAME as RETENTION_TASK_NAME
 
 # Handlers a ``service`` caller may schedule; the built-in data handlers are an admin's (plugins opt in
 # with ``open_to_services = True``).
 SERVICE_HANDLERS = frozenset({"http", "grpc"})
-# The retention task's name (schedule_grpc.usecases.retention.TASK_NAME, which imports the use cases' modules).
-RETENTION_TASK = "cleanup-execution-history"
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Limits:
 
 def reserved_names() -> frozenset[str]:
     """Task names only an admin may register: the 13 defaults and the retention task."""
-    return frozenset({*(t.name for t in default_tasks()), RETENTION_TASK})
+    return frozenset({*(t.name for t in default_tasks()), RETENTION_TASK_NAME})
 
 
 def open_to_services(handler: Handler) -> bool:
