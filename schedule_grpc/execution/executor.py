@@ -17,7 +17,8 @@ Fairness (``domain.fairness``): one task owner holds at most ``owner_share`` of 
 behind another caller's slow work.
 
 One dispatcher thread claims due executions in batches (woken by ``wake()``, a Postgres NOTIFY, or
-its poll interval), renews the leases of what runs here, notices cancellations, and recovers
+its poll interval), holds what it claimed ahead of its instant (the fire lead) and starts it then,
+renews the leases of what runs here, notices cancellations, and recovers
 executions whose lease expired (their replica died), each on its own interval. Finished attempts go
 to the recorder (``recorder``), which records them in batches. The running executions are ``slots``;
 the local lane is ``local_lane``, the remote one ``remote_lane``.
@@ -28,6 +29,7 @@ and the hand-over to the lanes share its timing, and read best in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import resource
@@ -72,6 +74,7 @@ class ExecutorConfig:
     owner_share: float = 0.5
     manual_headroom: int = 2
     poll_interval_s: float = 0.5
+    lead_s: float = 0.0  # how far ahead of their instant executions are claimed (and held until it)
     lease_s: float = 30.0
     memory_limit_mb: int = 512
     shutdown_grace_s: float = 10.0
@@ -100,6 +103,9 @@ class Executor:
             "remote": LaneLimits(config.remote_concurrency, max(config.manual_headroom, 16)),
         }
         self._lease = timedelta(seconds=config.lease_s)
+        # Held executions never need their lease renewed: the lead is kept well inside it.
+        self._lead = timedelta(seconds=min(config.lead_s, config.lease_s / 3))
+        self._held: list[Claimed] = []  # claimed ahead of their instant, by due time; the dispatcher's own
         self._slots = Slots()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
@@ -211,14 +217,16 @@ class Executor:
             if wait > 0:
                 self._wakeup.wait(wait)
             self._wakeup.clear()
+        self._release_held()
 
     def _claim_and_start(self) -> float:
         """Claims what is due and may start now; how long to wait before the next claim."""
         poll = self._config.poll_interval_s
+        self._begin_held()
         loads = self._loads()
         free = room(self._limits, loads)
         if free <= 0:
-            return poll  # a finishing execution wakes the loop
+            return self._until_held(poll)  # a finishing execution wakes the loop
         limit = min(free + 64, CLAIM_BATCH)  # a few more than fit: some may belong to an owner at its share
         looked: list[int] = []
 
@@ -230,34 +238,88 @@ class Executor:
 
         now = self._clock.now()
 
-        claimed_now = self._queue.claim(owner=self.owner, now=now, lease=self._lease, limit=limit, admit=choose)
+        claimed_now = self._queue.claim(
+            owner=self.owner, now=now, lease=self._lease, limit=limit, admit=choose, until=now + self._lead
+        )
+        held = [c for c in claimed_now if c.execution.status is ExecutionStatus.PENDING]
+        if held:
+            self._held = sorted([*self._held, *held], key=lambda c: c.execution.due_at)
+        self._start_all([c for c in claimed_now if c.execution.status is not ExecutionStatus.PENDING])
+        if looked and looked[0] >= limit and claimed_now:
+            return 0  # more may be due: claim again at once
+        if looked and looked[0] > len(claimed_now):
+            return self._until_held(poll)  # due work waits for room (an owner at its share): a finish wakes the loop
+        return self._until_held(self._sleep_s())
+
+    def _start_all(self, claimed: Sequence[Claimed]) -> None:
         remote: list[tuple[Slot, RemoteHandler, HandlerContext]] = []
-        for claimed in claimed_now:
-            started = self._start(claimed)
+        for one in claimed:
+            started = self._start(one)
             if started is not None:
                 remote.append(started)
         if remote:
             self._start_remote(remote)
-        if looked and looked[0] >= limit and claimed_now:
-            return 0  # more may be due: claim again at once
-        if looked and looked[0] > len(claimed_now):
-            return poll  # due work waits for room (an owner at its share): a finishing execution wakes the loop
-        return self._sleep_s()
 
     def _sleep_s(self) -> float:
         poll = self._config.poll_interval_s
+        now = self._clock.now()
         try:
-            due = self._queue.next_due()
+            due = self._queue.next_due(now)
         except Exception:
             return poll
         if due is None:
             return poll
-        return min(max((due - self._clock.now()).total_seconds(), 0.005), poll)
+        return min(max((due - self._lead - now).total_seconds(), 0.005), poll)
+
+    # --- held executions: claimed ahead of their instant ------------------------------------------
+
+    def _begin_held(self) -> None:
+        """Starts the held executions whose instant has come, unless they were cancelled meanwhile."""
+        now = self._clock.now()
+        due = [c for c in self._held if c.execution.due_at <= now]
+        if not due:
+            return
+        self._held = self._held[len(due) :]
+        try:
+            begun = self._queue.begin(owner=self.owner, ids=[c.execution.id for c in due], now=now, lease=self._lease)
+        except Exception:
+            self._held = [*due, *self._held]  # still held in the database: tried again at the next pass
+            raise
+        running = ExecutionStatus.RUNNING
+        expires = now + self._lease
+        started = [c for c in due if c.execution.id in begun]
+        self._start_all(
+            [
+                Claimed(
+                    dataclasses.replace(c.execution, status=running, started_at=now, lease_expires_at=expires), c.task
+                )
+                for c in started
+            ]
+        )
+        if len(started) < len(due):
+            log.info("held executions were cancelled before their instant", extra={"count": len(due) - len(started)})
+        self._queue.started({c.task.id for c in started}, now)  # their tasks' last_run, once the calls are out
+
+    def _until_held(self, wait: float) -> float:
+        """``wait``, or less when a held execution's instant comes sooner."""
+        if not self._held:
+            return wait
+        until = (self._held[0].execution.due_at - self._clock.now()).total_seconds()
+        return min(wait, max(until, 0.001))
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        try:
+            self._queue.release(owner=self.owner, ids=[c.execution.id for c in held])
+        except Exception:
+            log.exception("could not release the held executions; they are claimed again once their lease expires")
 
     def _loads(self) -> dict[Lane, Load]:
         loads: dict[Lane, Load] = {"local": Load(), "remote": Load()}
         for slot in self._slots.snapshot():
             loads[slot.lane].add(slot.task_owner)
+        for claimed in self._held:
+            loads[self._lane_of(claimed.task.handler)].add(claimed.task.owner)
         return loads
 
     def _lane_of(self, handler_name: str) -> Lane:

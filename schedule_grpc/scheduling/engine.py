@@ -30,6 +30,12 @@ from schedule_grpc.store.tasks import TaskStore
 log = logging.getLogger(__name__)
 
 
+def _ahead(clock: Clock, lead: timedelta) -> Callable[[], datetime]:
+    if not lead:
+        return clock.now
+    return lambda: clock.now() + lead
+
+
 def _nothing() -> None:
     pass
 
@@ -74,6 +80,7 @@ class SchedulingEngine:
         grace_s: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
         max_catchup_rows: int = DEFAULT_MAX_CATCHUP_ROWS,
+        lead_s: float = 0.0,
     ) -> None:
         self._max_catchup_rows = max_catchup_rows
         self._catchup_deferred = False
@@ -99,7 +106,9 @@ class SchedulingEngine:
         )
         self._loop = FiringLoop(
             database=database,
-            now=clock.now,
+            # The loop runs ``lead_s`` ahead: each instant's occurrences are stored that long before it, so the
+            # executors can claim them and start them at the instant itself (see Executor's fire lead).
+            now=_ahead(clock, timedelta(seconds=lead_s)),
             monotonic=monotonic,
             on_due=self._fire,
             renew=self._renew,

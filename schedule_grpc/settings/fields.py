@@ -83,6 +83,13 @@ class Settings:
     executor_poll_interval_s: float = _setting(
         0.5, parse.positive(float), "Longest wait before the executor looks for due executions without being woken."
     )
+    fire_lead_s: float = _setting(
+        1.0,
+        parse.non_negative,
+        "Seconds before its instant that an occurrence is stored and claimed, so that its execution starts at the"
+        " instant itself; 0: stored and claimed at the instant. The overlap policy and a DisableTask decide that"
+        " much ahead.",
+    )
     executor_lease_s: float = _setting(
         30.0, parse.positive(float), "Lease of a running execution; renewed every third of it, recovered once expired."
     )

@@ -82,11 +82,11 @@ class QueueStore:
             row = conn.execute(select(t).where(t.c.id == task_id)).mappings().first()
         return _task(row) if row else None
 
-    def next_due(self) -> datetime | None:
-        """When the earliest pending execution is due."""
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the earliest pending execution that no executor holds is due."""
         with translate_errors(), self._engine.connect() as conn:
             value: datetime | None = conn.execute(
-                select(func.min(e.c.due_at)).where(e.c.status == ExecutionStatus.PENDING.value)
+                select(func.min(e.c.due_at)).where(e.c.status == ExecutionStatus.PENDING.value, claims.free(e, now))
             ).scalar()
         return value
 
@@ -98,20 +98,23 @@ class QueueStore:
         lease: timedelta,
         limit: int,
         admit: Admit | None = None,
+        until: datetime | None = None,
     ) -> Sequence[Claimed]:
         """Starts due executions under a lease held by ``owner``; sets their tasks' last_run.
 
-        Looks at up to ``limit`` due pending rows: manual runs first (a caller waits on RunTaskNow), then
-        round-robin over task owners by due time, so one owner's backlog does not hide another's rows.
-        ``admit`` picks which of them start (capacity and fairness); the others stay pending.
+        Looks at up to ``limit`` pending rows due by ``until`` (default: ``now``): manual runs first (a caller
+        waits on RunTaskNow), then round-robin over task owners by due time, so one owner's backlog does not
+        hide another's rows. ``admit`` picks which of them are claimed (capacity and fairness); the others stay
+        pending. Those due by ``now`` start (status running); those due later are held for their instant
+        (status pending, under ``owner``'s lease) until ``begin``.
         """
         with translate_errors(), self._engine.begin() as conn:
-            ids: list[str] = list(conn.execute(claims.due_ids(now, limit)).scalars())
+            ids: list[str] = list(conn.execute(claims.due_ids(now, until or now, limit)).scalars())
             if not ids:
                 return []
-            chosen, exclusive = claims.candidates(conn, ids, self._among)
+            chosen, exclusive = claims.candidates(conn, ids, now, self._among)
             if exclusive and self._postgres:
-                chosen = claims.without_busy(conn, chosen, exclusive)
+                chosen = claims.without_busy(conn, chosen, exclusive, now)
             if admit is not None:
                 chosen = list(admit(chosen))
             if not chosen:
@@ -120,6 +123,34 @@ class QueueStore:
         order = {c.id: i for i, c in enumerate(chosen)}
         executions.sort(key=lambda x: order[x.id])
         return [Claimed(x, tasks[x.task_id]) for x in executions]
+
+    def begin(self, *, owner: str, ids: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
+        """Starts the held executions ``ids`` whose instant has come; the ids of those started (the others were
+        cancelled meanwhile, or their hold expired and another replica claimed them)."""
+        if not ids:
+            return set()
+        with translate_errors(), self._engine.begin() as conn:
+            return claims.begin(conn, ids, owner=owner, now=now, lease=lease, among=self._among)
+
+    def started(self, task_ids: set[str], now: datetime) -> None:
+        """Sets the ``last_run`` of tasks whose held executions began at ``now``."""
+        with translate_errors(), self._engine.begin() as conn:
+            claims.started_tasks(conn, task_ids, now, self._among, returning=False)
+
+    def release(self, *, owner: str, ids: Sequence[str]) -> None:
+        """Gives up ``owner``'s hold on the pending executions ``ids`` (at shutdown): others may claim them now."""
+        if not ids:
+            return
+        with translate_errors(), self._engine.begin() as conn:
+            conn.execute(
+                update(e)
+                .where(
+                    self._among(e.c.id, "ids"), e.c.status == ExecutionStatus.PENDING.value, e.c.lease_owner == owner
+                )
+                .values(lease_owner=None, lease_expires_at=None),
+                {"ids": list(ids)},
+            )
+            self.notify(conn)
 
     def renew(self, *, owner: str, ids: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
         """Extends the leases of ``owner``'s running executions; returns those still running under it."""

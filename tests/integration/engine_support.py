@@ -45,6 +45,7 @@ def make_replica(
     monotonic: Callable[[], float] = time.monotonic,
     grace_s: float = 3.0,
     max_catchup_rows: int = 20_000,
+    lead_s: float = 0.0,
 ) -> Replica:
     """A replica whose scheduler looks ``horizon_s`` ahead (two days unless a test is about the horizon)."""
     wakeups: list[int] = []
@@ -65,6 +66,7 @@ def make_replica(
         monotonic=monotonic,
         grace_s=grace_s,
         max_catchup_rows=max_catchup_rows,
+        lead_s=lead_s,
     )
     store = TaskStore(db, on_change=engine.task_changed)
     service = Tasks(store, ExecutionStore(db), handler_registry(Settings()), clock)

@@ -196,6 +196,27 @@ def test_the_scheduler_loop_fires_a_due_task_on_the_injected_clock(db: Engine, c
     assert not replica.engine.is_leader
 
 
+def test_with_a_fire_lead_the_loop_stores_an_instant_that_long_before_it(db: Engine, clock: FakeClock) -> None:
+    replica = make_replica(db, clock, interval_s=3600, lead_s=1.0)
+    replica.engine.start()
+    try:
+        assert replica.engine.wait_leader(10)
+        task = register(replica, "ahead", "* * * * *")
+        assert eventually(lambda: task.id in _job_ids(db))
+        first = datetime(2031, 6, 2, 9, 1, tzinfo=UTC)
+        clock.set(first - timedelta(seconds=1.5))
+        replica.engine.task_changed("ahead")  # a pass of the loop at this time: nothing within the lead yet
+        assert eventually(lambda: _job_next(db, task.id) == first)
+        assert rows(db, task) == []
+        clock.set(first - timedelta(seconds=0.5))
+        assert eventually(lambda: len(rows(db, task)) == 1)
+        # stored half a second before its instant, due at the instant itself
+        [row] = rows(db, task)
+        assert (_utc(row.scheduled_for), _utc(row.due_at), row.status) == (first, first, "pending")
+    finally:
+        replica.engine.stop()
+
+
 def test_a_failing_loop_shows_in_health_and_heals(db: Engine, clock: FakeClock, replica: Replica) -> None:
     register(replica, "any", "@hourly")
     with db.begin() as conn:

@@ -69,3 +69,91 @@ def test_a_batch_records_each_outcome_with_its_follow_up_and_skips_what_was_canc
     assert third is not None and third.dead_letter_id is not None and third.retry is None
     assert fourth is None and stored[cancelled.execution.id].status is ExecutionStatus.CANCELLED
     assert stored[ok.execution.id].status is ExecutionStatus.SUCCESS and stored[failed.execution.id].error == "boom"
+
+
+AHEAD = timedelta(seconds=5)
+
+
+def test_a_claim_ahead_holds_what_is_due_later_and_begin_starts_it_at_its_instant(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    tasks = TaskStore(engine)
+    task = tasks.insert(make_task("ahead"))  # overlap policy skip: must not overlap
+    queue = QueueStore(engine)
+    at = NOW + timedelta(seconds=2)
+    execution = queue.enqueue(make_execution(task, Trigger.SCHEDULE, at))
+    lease = timedelta(seconds=30)
+
+    [held] = queue.claim(owner="r1", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)
+    stored = ExecutionStore(engine).get(execution.id)
+    others = queue.claim(owner="r2", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)
+    # another run of the task is not started while the held one waits for its instant
+    manual = queue.enqueue(make_execution(task, Trigger.MANUAL, NOW))
+    blocked = queue.claim(owner="r2", now=NOW, lease=lease, limit=10)
+    next_due = queue.next_due(NOW)
+    begun = queue.begin(owner="r1", ids=[execution.id], now=at, lease=lease)
+    queue.started({task.id}, at)
+    started = ExecutionStore(engine).get(execution.id)
+    last_run = tasks.get("ahead")
+    engine.dispose()
+
+    assert held.execution.id == execution.id and held.execution.status is ExecutionStatus.PENDING
+    assert stored is not None and stored.status is ExecutionStatus.PENDING and stored.started_at is None
+    assert stored.lease_owner == "r1"
+    assert others == [] and blocked == []
+    assert next_due == manual.due_at  # the held row is nobody's to wake for
+    assert begun == {execution.id}
+    assert started is not None and started.status is ExecutionStatus.RUNNING and started.started_at == at
+    assert last_run is not None and last_run.last_run == at
+
+
+def test_a_held_execution_cancelled_before_its_instant_is_not_begun(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    task = TaskStore(engine).insert(make_task("disabled-ahead"))
+    queue = QueueStore(engine)
+    execution = queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW + timedelta(seconds=2)))
+    lease = timedelta(seconds=30)
+    queue.claim(owner="r1", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)
+
+    queue.cancel_task(task.id, now=NOW + timedelta(seconds=1), reason="task disabled", running=False)
+    begun = queue.begin(owner="r1", ids=[execution.id], now=NOW + timedelta(seconds=2), lease=lease)
+    row = ExecutionStore(engine).get(execution.id)
+    engine.dispose()
+
+    assert begun == set()
+    assert row is not None and row.status is ExecutionStatus.CANCELLED
+    assert row.error == "cancelled before it started: task disabled" and row.started_at is None
+
+
+def test_a_hold_whose_lease_expired_is_claimed_by_another_replica_and_never_begun_twice(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    task = TaskStore(engine).insert(make_task("lost-hold"))
+    queue = QueueStore(engine)
+    at = NOW + timedelta(seconds=2)
+    execution = queue.enqueue(make_execution(task, Trigger.SCHEDULE, at))
+    lease = timedelta(seconds=30)
+    queue.claim(owner="r1", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)  # then r1 stalls past its lease
+
+    later = NOW + timedelta(seconds=31)
+    [taken] = queue.claim(owner="r2", now=later, lease=lease, limit=10)
+    begun = queue.begin(owner="r1", ids=[execution.id], now=later, lease=lease)
+    row = ExecutionStore(engine).get(execution.id)
+    engine.dispose()
+
+    assert taken.execution.id == execution.id and taken.execution.status is ExecutionStatus.RUNNING
+    assert begun == set()
+    assert row is not None and row.lease_owner == "r2" and row.started_at == later
+
+
+def test_released_holds_are_claimed_at_once_by_another_replica(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    task = TaskStore(engine).insert(make_task("released"))
+    queue = QueueStore(engine)
+    execution = queue.enqueue(make_execution(task, Trigger.SCHEDULE, NOW + timedelta(seconds=2)))
+    lease = timedelta(seconds=30)
+    queue.claim(owner="r1", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)
+
+    queue.release(owner="r1", ids=[execution.id])  # r1 shuts down before the instant
+    [held] = queue.claim(owner="r2", now=NOW, lease=lease, limit=10, until=NOW + AHEAD)
+    engine.dispose()
+
+    assert held.execution.id == execution.id and held.execution.lease_owner == "r2"
