@@ -151,12 +151,17 @@ def start(
 def begin(
     conn: Connection, ids: Sequence[str], *, owner: str, now: datetime, lease: timedelta, among: Among
 ) -> set[str]:
-    """Starts the executions ``ids`` that ``owner`` holds and that are still pending (not cancelled meanwhile);
-    their ids. Their tasks' ``last_run`` is the caller's to set (``started_tasks``), once the calls are out."""
+    """Starts the executions ``ids`` that ``owner`` holds and that are still pending (not cancelled meanwhile),
+    each at its instant or ``now`` when that has passed; their ids. Their tasks' ``last_run`` is the caller's
+    to set (``started_tasks``), once the calls are out."""
     rows = conn.execute(
         update(e)
         .where(among(e.c.id, "ids"), e.c.status == ExecutionStatus.PENDING.value, e.c.lease_owner == owner)
-        .values(status=ExecutionStatus.RUNNING.value, started_at=now, lease_expires_at=now + lease)
+        .values(
+            status=ExecutionStatus.RUNNING.value,
+            started_at=case((e.c.due_at > now, e.c.due_at), else_=now),  # begun ahead: starts at its instant
+            lease_expires_at=now + lease,
+        )
         .returning(e.c.id),
         {"ids": list(ids)},
     ).scalars()

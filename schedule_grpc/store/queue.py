@@ -132,10 +132,10 @@ class QueueStore:
         with translate_errors(), self._engine.begin() as conn:
             return claims.begin(conn, ids, owner=owner, now=now, lease=lease, among=self._among)
 
-    def started(self, task_ids: set[str], now: datetime) -> None:
-        """Sets the ``last_run`` of tasks whose held executions began at ``now``."""
+    def started(self, task_ids: set[str], at: datetime) -> None:
+        """Sets the ``last_run`` of tasks whose held executions began at ``at``."""
         with translate_errors(), self._engine.begin() as conn:
-            claims.started_tasks(conn, task_ids, now, self._among, returning=False)
+            claims.started_tasks(conn, task_ids, at, self._among, returning=False)
 
     def release(self, *, owner: str, ids: Sequence[str]) -> None:
         """Gives up ``owner``'s hold on the pending executions ``ids`` (at shutdown): others may claim them now."""
