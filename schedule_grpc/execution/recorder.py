@@ -9,9 +9,9 @@ row loses only itself.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,7 +58,12 @@ class Recorder:
         self._config = config
         self._on_room = on_room
         self._on_recorded = on_recorded
-        self._outcomes: queue.Queue[tuple[Slot, Attempt | None] | None] = queue.Queue()
+        # What the lanes finished and the thread has not taken yet. ``put`` runs on the remote lane's loop once
+        # per execution, so it only appends, and wakes the thread only when it sleeps: a ``queue.Queue`` took a
+        # lock (shared with this thread) and notified on every outcome (~1 us each on the loop, against ~0.05).
+        self._outcomes: deque[tuple[Slot, Attempt | None]] = deque()
+        self._arrived = threading.Event()
+        self._closing = False
         self._thread = threading.Thread(target=self._loop, name="executor-recorder", daemon=True)
 
     def start(self) -> None:
@@ -66,11 +71,14 @@ class Recorder:
 
     def put(self, slot: Slot, attempt: Attempt | None) -> None:
         """An attempt ended (None: stopped before it could say how)."""
-        self._outcomes.put((slot, attempt))
+        self._outcomes.append((slot, attempt))
+        if not self._arrived.is_set():  # the thread clears it before it takes what arrived
+            self._arrived.set()
 
     def close(self) -> None:
         """Records what is queued, then ends the thread."""
-        self._outcomes.put(None)
+        self._closing = True
+        self._arrived.set()
         if self._thread.is_alive():
             self._thread.join(30)
 
@@ -92,22 +100,14 @@ class Recorder:
             )
 
     def _loop(self) -> None:
+        outcomes = self._outcomes
         while True:
-            item = self._outcomes.get()
-            if item is None:
-                return
-            batch = [item]
-            closing = False
-            while len(batch) < RECORD_BATCH:
-                try:
-                    more = self._outcomes.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                    break
-                batch.append(more)
-            self._record(batch)
+            self._arrived.wait()
+            self._arrived.clear()  # before taking: what arrives from now on sets it again
+            closing = self._closing
+            while outcomes:
+                batch = [outcomes.popleft() for _ in range(min(len(outcomes), RECORD_BATCH))]
+                self._record(batch)
             if closing:
                 return
 

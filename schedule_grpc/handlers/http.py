@@ -15,6 +15,7 @@ errors quote the answer as JSON and name the URL without user-info or query.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -120,11 +121,12 @@ class HttpHandler(OnSessions):
     async def run_async(self, context: HandlerContext) -> JSON:
         metadata = context.metadata
         timeout = min(float(metadata.get("timeoutSeconds", DEFAULT_TIMEOUT_S)), context.timeout.total_seconds())
+        scheduled_for = context.scheduled_for.isoformat().replace("+00:00", "Z")
         headers: dict[str, str] = {
             **metadata.get("headers", {}),
-            "Idempotency-Key": context.idempotency_key,
+            "Idempotency-Key": f"{context.task_id}:{scheduled_for}",  # HandlerContext.idempotency_key
             "X-Schedule-Task": context.task_name,
-            "X-Schedule-Scheduled-For": context.scheduled_for.isoformat().replace("+00:00", "Z"),
+            "X-Schedule-Scheduled-For": scheduled_for,
             "X-Schedule-Attempt": str(context.attempt),
         }
         request: dict[str, Any] = {"headers": headers}
@@ -132,30 +134,42 @@ class HttpHandler(OnSessions):
             request["json"] = metadata["body"]
         method = str(metadata.get("method", "POST")).upper()
         url = str(metadata["url"])
-        shown = f"{method} {safe_url(url)}"
         session = self.sessions.get()
         try:
             async with session.request(
-                method, url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout), **request
+                method, url, allow_redirects=False, timeout=_client_timeout(timeout), **request
             ) as response:
                 data, truncated = await read_bounded(response)
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
         except TimeoutError as error:
-            raise HandlerFailed(f"{shown} timed out after {timeout:g}s", ErrorCategory.TIMEOUT) from error
+            raise HandlerFailed(f"{_shown(method, url)} timed out after {timeout:g}s", ErrorCategory.TIMEOUT) from error
         except (aiohttp.ClientError, OSError, ValueError) as error:
             denied = denial_in(error)
             if denied is not None:
                 raise HandlerFailed(str(denied), ErrorCategory.POLICY) from None
-            raise HandlerFailed(f"{shown} failed: {_describe(error, url)}", ErrorCategory.NETWORK) from error
+            raise HandlerFailed(
+                f"{_shown(method, url)} failed: {_describe(error, url)}", ErrorCategory.NETWORK
+            ) from error
 
         body = excerpt(data, truncated, content_type)
         expected = _expected(metadata)
         ok = status in expected if expected else 200 <= status < 300
         if not ok:
             category = ErrorCategory.NETWORK if status in TRANSIENT_STATUSES else ErrorCategory.LOGIC
-            raise HandlerFailed(f"{shown} answered {status}: {quote(body)}", category)
+            raise HandlerFailed(f"{_shown(method, url)} answered {status}: {quote(body)}", category)
         return {"status": status, "body": body}
+
+
+def _shown(method: str, url: str) -> str:
+    """The call as an error names it (built only when one does)."""
+    return f"{method} {safe_url(url)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total_s: float) -> aiohttp.ClientTimeout:
+    """The request's timeout (immutable: tasks with the same one share it)."""
+    return aiohttp.ClientTimeout(total=total_s)
 
 
 def _describe(error: BaseException, url: str) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -26,14 +25,24 @@ LIBRARIES = ("grpc", "apscheduler", "sqlalchemy", "alembic", "httpx", "httpcore"
 _CHATTY = ("sqlalchemy", "alembic", "httpcore")
 
 
-@contextlib.contextmanager
-def bind(**fields: Any) -> Iterator[None]:
+class _Binding:
+    """``bind``'s context manager: a plain class, not a generator (the remote lane enters one per execution)."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _bound.set({**_bound.get(), **{k: v for k, v in self._fields.items() if v is not None}})
+
+    def __exit__(self, *exc: object) -> None:
+        _bound.reset(self._token)
+
+
+def bind(**fields: Any) -> contextlib.AbstractContextManager[None]:
     """Adds ``fields`` (None values are left out) to every record logged in this context."""
-    token = _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _bound.reset(token)
+    return _Binding(fields)
 
 
 def bound() -> dict[str, Any]:

@@ -85,6 +85,26 @@ def test_remote_calls_are_all_in_flight_at_once_and_succeed(
     assert all(x.result == 200 and x.trigger is Trigger.SCHEDULE for n in names for x in history(lanes, n))
 
 
+def test_an_outcome_on_an_idle_replica_is_recorded_at_once_and_a_burst_of_them_all_are(
+    lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
+) -> None:
+    # The recorder sleeps until an outcome arrives: a lone one wakes it (no waiting for a batch to fill) ...
+    assert lanes.executor is not None
+    lone = register_task(stub, "lone-hook", "async-post", metadata={"url": f"{receiver.url}/hook"})
+    execution = enqueue_scheduled(lanes, lone.id, lone.name, clock.now())
+    eventually(lambda: execution.id in receiver.arrived)
+    arrived = time.monotonic()
+    assert lanes.executor.wait_finished(execution.id, 5)
+    assert time.monotonic() - arrived < 1.0
+    assert [x.status for x in history(lanes, lone.name)] == [ExecutionStatus.SUCCESS]
+    # ... and outcomes handed over while it records a batch are all taken with the next one.
+    names = [f"burst-hook-{i}" for i in range(60)]
+    tasks = [register_task(stub, name, "async-post", metadata={"url": f"{receiver.url}/hook"}) for name in names]
+    ids = [enqueue_scheduled(lanes, task.id, task.name, clock.now()).id for task in tasks]
+    assert all(lanes.executor.wait_finished(id_, 30) for id_ in ids)
+    assert statuses(lanes, names) == [ExecutionStatus.SUCCESS] * 60
+
+
 def test_a_remote_call_past_its_timeout_fails_as_timeout_and_is_retried(
     lanes: Replica, stub: pb_grpc.ScheduleServiceStub, clock: FakeClock, receiver: Receiver
 ) -> None:
