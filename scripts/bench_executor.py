@@ -130,7 +130,7 @@ def main() -> int:
         "SCHEDULE_MIGRATE_ON_START": "false",
         "SCHEDULE_ENGINE_ENABLED": "false",
         "SCHEDULE_LOG_LEVEL": "WARNING",
-        "SCHEDULE_EGRESS_ALLOW": "127.0.0.0/8",  # the receiver is on loopback, which the http handler refuses by default
+        "SCHEDULE_EGRESS_ALLOW": "127.0.0.0/8",  # the receiver is on loopback, refused by default
         "PYTHONPATH": os.pathsep.join([str(args.tree), str(args.tree / "generated"), str(ROOT / "scripts")]),
     }
     command = [sys.executable, str(args.tree / "server.py")]
