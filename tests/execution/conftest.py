@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -20,6 +20,7 @@ from schedule_grpc.settings import Settings
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.queue import QueueStore
 from tests.execution import handlers
+from tests.execution.remote import AsyncPost, Receiver
 from tests.execution.smtp import SmtpServer
 from tests.handler_support import LOOPBACK
 from tests.support import FakeClock
@@ -57,6 +58,21 @@ def replica_settings(database_url: str, smtp: SmtpServer, **overrides: object) -
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def start_replica(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: Any) -> Replica:
+    """A started replica with the http handler, the remote test handler and the misbehaving ones."""
+    registry = HandlerRegistry([HttpHandler(), AsyncPost(), *handlers.ALL])
+    svc = build(replica_settings(database_url, smtp, **overrides), clock=clock, handlers=registry)
+    svc.start()
+    return svc
 
 
 @pytest.fixture

@@ -6,21 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, timedelta
-from typing import Any
 
 import grpc
 import pytest
 from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 
-from schedule_grpc.app import Replica, build
+from schedule_grpc.app import Replica
 from schedule_grpc.domain.models import Execution, ExecutionStatus
-from schedule_grpc.handlers.http import HttpHandler
-from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store.executions import ExecutionStore
-from tests.execution import handlers
-from tests.execution.conftest import enqueue_scheduled, replica_settings
-from tests.execution.remote import AsyncPost, Receiver
+from tests.execution.conftest import enqueue_scheduled, start_replica
+from tests.execution.remote import Receiver
 from tests.execution.smtp import SmtpServer
 from tests.support import FakeClock, eventually, register_task
 
@@ -28,23 +24,8 @@ LEAD_S = 5.0
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def start(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: Any) -> Replica:
-    registry = HandlerRegistry([HttpHandler(), AsyncPost(), *handlers.ALL])
-    settings = replica_settings(database_url, smtp, executor_lease_s=30.0, fire_lead_s=LEAD_S, **overrides)
-    svc = build(settings, clock=clock, handlers=registry)
-    svc.start()
-    return svc
-
-
-@pytest.fixture
 def ahead(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Replica]:
-    svc = start(database_url, clock, smtp)
+    svc = start_replica(database_url, clock, smtp, executor_lease_s=30.0, fire_lead_s=LEAD_S)
     yield svc
     svc.stop()
 
@@ -59,6 +40,12 @@ def row(svc: Replica, execution_id: str) -> Execution:
     found = ExecutionStore(svc.database).get(execution_id)
     assert found is not None
     return found
+
+
+def in_status(svc: Replica, execution_id: str, *statuses: ExecutionStatus) -> Execution | None:
+    """The execution once it is in one of ``statuses`` (for ``eventually``), else None."""
+    found = row(svc, execution_id)
+    return found if found.status in statuses else None
 
 
 def held_by(svc: Replica, execution_id: str) -> bool:
@@ -80,9 +67,11 @@ def test_an_execution_claimed_ahead_starts_at_its_instant_and_not_before(
     # released on the lane's loop at the instant: the row says it starts at the instant
     clock.set(at - timedelta(milliseconds=50))
     ahead.executor.wake()
-    begun = eventually(lambda: (x := row(ahead, execution.id)).status is not ExecutionStatus.PENDING and x)
+    begun = eventually(
+        lambda: in_status(ahead, execution.id, ExecutionStatus.RUNNING, ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
+    )
     assert begun.started_at == at
-    done = eventually(lambda: (x := row(ahead, execution.id)).status is ExecutionStatus.SUCCESS and x)
+    done = eventually(lambda: in_status(ahead, execution.id, ExecutionStatus.SUCCESS))
     assert done.started_at == at and execution.id in receiver.arrived
     eventually(lambda: stub.GetTask(pb.GetTaskRequest(name="ahead")).task.last_run.ToDatetime(tzinfo=UTC) == at)
 
@@ -111,7 +100,7 @@ def test_a_task_disabled_while_its_execution_is_held_does_not_run_it(
 def test_a_replica_shutting_down_gives_its_held_executions_back(
     database_url: str, clock: FakeClock, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    first = start(database_url, clock, smtp)
+    first = start_replica(database_url, clock, smtp, executor_lease_s=30.0, fire_lead_s=LEAD_S)
     with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
         task = register_task(
             pb_grpc.ScheduleServiceStub(channel), "handed-back", "async-post", metadata={"url": f"{receiver.url}/ok"}
@@ -123,12 +112,12 @@ def test_a_replica_shutting_down_gives_its_held_executions_back(
     released = row(first, execution.id)
     assert released.status is ExecutionStatus.PENDING and released.lease_owner is None
 
-    second = start(database_url, clock, smtp)
+    second = start_replica(database_url, clock, smtp, executor_lease_s=30.0, fire_lead_s=LEAD_S)
     try:
         eventually(lambda: held_by(second, execution.id))  # at once, not after the first one's lease
         clock.set(at)
         second.executor.wake()
-        done = eventually(lambda: (x := row(second, execution.id)).status is ExecutionStatus.SUCCESS and x)
+        done = eventually(lambda: in_status(second, execution.id, ExecutionStatus.SUCCESS))
         assert done.lease_owner is None and execution.id in receiver.arrived
     finally:
         second.stop()

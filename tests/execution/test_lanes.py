@@ -16,18 +16,15 @@ from schedule.v1 import schedule_service_pb2 as pb
 from schedule.v1 import schedule_service_pb2_grpc as pb_grpc
 from sqlalchemy import update
 
-from schedule_grpc.app import Replica, build
+from schedule_grpc.app import Replica
 from schedule_grpc.domain.models import ErrorCategory, ExecutionStatus, Trigger
 from schedule_grpc.execution.remote_lane import RemoteLane
 from schedule_grpc.execution.runner import Attempt
 from schedule_grpc.handlers.base import HandlerContext
-from schedule_grpc.handlers.http import HttpHandler
-from schedule_grpc.handlers.registry import HandlerRegistry
 from schedule_grpc.store.executions import ExecutionStore
 from schedule_grpc.store.handler_data import HANDLER_DATA
 from schedule_grpc.store.tables import scheduled_tasks
-from tests.execution import handlers
-from tests.execution.conftest import enqueue_scheduled, history, replica_settings
+from tests.execution.conftest import enqueue_scheduled, history, start_replica
 from tests.execution.remote import AsyncPost, Receiver
 from tests.execution.smtp import SmtpServer
 from tests.support import FakeClock, eventually, register_task
@@ -36,22 +33,8 @@ NO_RETRY = pb.RetryPolicy(max_retries=0)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def start(database_url: str, clock: FakeClock, smtp: SmtpServer, **overrides: Any) -> Replica:
-    registry = HandlerRegistry([HttpHandler(), AsyncPost(), *handlers.ALL])
-    svc = build(replica_settings(database_url, smtp, **overrides), clock=clock, handlers=registry)
-    svc.start()
-    return svc
-
-
-@pytest.fixture
 def lanes(database_url: str, clock: FakeClock, smtp: SmtpServer) -> Iterator[Replica]:
-    svc = start(database_url, clock, smtp)
+    svc = start_replica(database_url, clock, smtp)
     yield svc
     svc.stop()
 
@@ -135,7 +118,7 @@ def test_cancel_stops_a_remote_call_at_once(
 def test_shutdown_stops_remote_calls_records_them_and_closes_the_handlers(
     database_url: str, clock: FakeClock, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    svc = start(database_url, clock, smtp, shutdown_grace_s=0.2)
+    svc = start_replica(database_url, clock, smtp, shutdown_grace_s=0.2)
     with grpc.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
         url = f"{receiver.url}/hold/30"
         task = register_task(
@@ -168,7 +151,7 @@ def test_wait_finished_waits_for_that_execution(
 def test_one_owners_hanging_webhooks_hold_only_their_share_of_the_remote_lane(
     database_url: str, clock: FakeClock, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    svc = start(database_url, clock, smtp, executor_remote_concurrency=8, executor_owner_share=0.5)
+    svc = start_replica(database_url, clock, smtp, executor_remote_concurrency=8, executor_owner_share=0.5)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
             stub = pb_grpc.ScheduleServiceStub(channel)
@@ -199,7 +182,7 @@ def test_one_owners_hanging_webhooks_hold_only_their_share_of_the_remote_lane(
 def test_run_now_is_not_queued_behind_other_callers_work_in_a_full_local_lane(
     database_url: str, clock: FakeClock, smtp: SmtpServer
 ) -> None:
-    svc = start(database_url, clock, smtp, executor_concurrency=2, executor_owner_share=0.5)
+    svc = start_replica(database_url, clock, smtp, executor_concurrency=2, executor_owner_share=0.5)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
             stub = pb_grpc.ScheduleServiceStub(channel)
