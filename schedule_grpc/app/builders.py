@@ -104,7 +104,7 @@ def executor(
         owner_share=settings.executor_owner_share,
         manual_headroom=settings.executor_manual_headroom,
         poll_interval_s=settings.executor_poll_interval_s,
-        lead_s=settings.fire_lead_s,
+        lead_s=settings.fire_lead_used_s,
         lease_s=settings.executor_lease_s,
         memory_limit_mb=settings.executor_memory_limit_mb,
         shutdown_grace_s=settings.shutdown_grace_s,
@@ -137,7 +137,7 @@ def scheduling_engine(
         replica_id=replica,
         reconcile_interval_s=settings.reconcile_interval_s,
         max_catchup_rows=settings.max_catchup_rows_per_pass,
-        lead_s=settings.fire_lead_s,
+        lead_s=settings.fire_lead_used_s,
         retry_interval_s=settings.leader_retry_interval_s,
         on_enqueued=on_enqueued,
     )

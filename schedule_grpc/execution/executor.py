@@ -107,8 +107,8 @@ class Executor:
             "remote": LaneLimits(config.remote_concurrency, max(config.manual_headroom, 16)),
         }
         self._lease = timedelta(seconds=config.lease_s)
-        # Held executions never need their lease renewed: the lead is kept well inside it.
-        self._lead = timedelta(seconds=min(config.lead_s, config.lease_s / 3))
+        # Held executions are not renewed: the lead is kept well inside the lease (Settings.fire_lead_used_s).
+        self._lead = timedelta(seconds=config.lead_s)
         self._held: list[Claimed] = []  # claimed ahead of their instant, by due time; the dispatcher's own
         self._slots = Slots()
         self._wakeup = threading.Event()

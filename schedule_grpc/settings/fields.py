@@ -10,6 +10,9 @@ from typing import Any
 from schedule_grpc.settings import parse
 from schedule_grpc.settings.parse import SettingsError
 
+# Longest fire lead accepted: the overlap policy and next_run are decided that much ahead.
+MAX_FIRE_LEAD_S = 10.0
+
 
 def _setting(default: Any, reader: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"parse": reader, "doc": doc, "secret": secret})
@@ -85,10 +88,10 @@ class Settings:
     )
     fire_lead_s: float = _setting(
         1.0,
-        parse.non_negative,
+        parse.between(0, MAX_FIRE_LEAD_S),
         "Seconds before its instant that an occurrence is stored and claimed, so that its execution starts at the"
-        " instant itself; 0: stored and claimed at the instant. The overlap policy and a DisableTask decide that"
-        " much ahead.",
+        " instant itself; 0: stored and claimed at the instant; at most 10, and at most a third of the executor"
+        " lease is used. The overlap policy decides that much ahead.",
     )
     executor_lease_s: float = _setting(
         30.0, parse.positive(float), "Lease of a running execution; renewed every third of it, recovered once expired."
@@ -252,6 +255,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.smtp_host and not self.smtp_recipients:
             raise SettingsError("SCHEDULE_SMTP_TO: at least one recipient is required when SCHEDULE_SMTP_HOST is set")
+
+    @property
+    def fire_lead_used_s(self) -> float:
+        """The lead the engine and the executors use: SCHEDULE_FIRE_LEAD_S, at most a third of the executor
+        lease (a held execution's lease is not renewed before its instant)."""
+        return min(self.fire_lead_s, self.executor_lease_s / 3)
 
     @property
     def smtp_recipients(self) -> list[str]:

@@ -39,6 +39,16 @@ def non_negative(value: str) -> float:
     return result
 
 
+def between(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        result = float(value)
+        if not low <= result <= high:
+            raise ValueError(f"must be a number in [{low:g}, {high:g}]")
+        return result
+
+    return parse
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:

@@ -49,11 +49,20 @@ def test_settings_parse_and_normalise() -> None:
         ("SCHEDULE_GRPC_MAX_WORKERS", "0"),
         ("SCHEDULE_HEALTH_INTERVAL_S", "soon"),
         ("SCHEDULE_LOG_LEVEL", "LOUD"),
+        ("SCHEDULE_FIRE_LEAD_S", "-1"),
+        ("SCHEDULE_FIRE_LEAD_S", "11"),
     ],
 )
 def test_bad_settings_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_the_fire_lead_used_stays_within_a_third_of_the_executor_lease() -> None:
+    assert Settings.from_env({}).fire_lead_used_s == 1.0
+    assert Settings.from_env({"SCHEDULE_FIRE_LEAD_S": "0"}).fire_lead_used_s == 0.0
+    short = Settings.from_env({"SCHEDULE_FIRE_LEAD_S": "5", "SCHEDULE_EXECUTOR_LEASE_S": "6"})
+    assert short.fire_lead_used_s == 2.0
 
 
 def test_every_setting_is_documented() -> None:
