@@ -107,8 +107,11 @@ class OccurrenceStore:
         query = select(
             t.c.id, t.c.name, t.c.schedule, t.c.timezone, t.c.enabled, t.c.overlap_policy, t.c.catchup_window_s
         ).where(among(t.c.id, "ids", postgres=self._postgres))
-        if self._postgres:  # a task cannot be deleted under our insert (its foreign key would fail the batch)
-            query = query.with_for_update(read=True)
+        if self._postgres:
+            # A task cannot be deleted under our insert (its foreign key would fail the batch). FOR KEY SHARE, not
+            # FOR SHARE: two passes storing the same task (a deposed leader's last one and its successor's catch-up)
+            # each then update its next_run, and two share locks upgraded to that update deadlocked.
+            query = query.with_for_update(read=True, key_share=True)
         return {row.id: row for row in conn.execute(query, {"ids": task_ids})}
 
     def _active(self, conn: Connection, task_ids: list[str]) -> tuple[Counter[str], Counter[str]]:

@@ -10,9 +10,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from schedule_grpc.domain.firing import Occurrence
 from schedule_grpc.domain.models import Trigger
 from schedule_grpc.store import db
 from schedule_grpc.store.executions import ExecutionStore
+from schedule_grpc.store.occurrences import OccurrenceStore
 from schedule_grpc.store.tasks import TaskStore
 from tests.support import NOW, make_execution, make_task
 
@@ -107,3 +109,35 @@ def test_every_task_change_is_announced_on_postgres(postgres_url: str) -> None:
         payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
         engine.dispose()
     assert payloads == ["announced", "announced", "announced"]
+
+
+def test_two_passes_storing_the_same_task_at_once_never_deadlock(postgres_url: str) -> None:
+    # A deposed leader's last pass and its successor's catch-up may store the same occurrences at once: both
+    # insert (the fence keeps one) and both move the task's next_run, each in one transaction.
+    engine = db.make_engine(postgres_url)
+    task = TaskStore(engine).insert(make_task("contended"))
+    store = OccurrenceStore(engine)
+    errors: list[BaseException] = []
+    rounds = 15
+    start = threading.Barrier(2)
+
+    def pass_(offset: int) -> None:
+        for minute in range(rounds):
+            instant = NOW + timedelta(minutes=minute)
+            occurrence = Occurrence(task.id, instant, task.schedule, task.timezone)
+            start.wait(10)
+            try:
+                store.enqueue([occurrence], {task.id: instant + timedelta(minutes=1, seconds=offset)}, instant)
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+    threads = [threading.Thread(target=pass_, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stored = ExecutionStore(engine).history("contended", limit=100)
+    engine.dispose()
+
+    assert errors == []
+    assert sorted(x.scheduled_for for x in stored) == [NOW + timedelta(minutes=m) for m in range(rounds)]
