@@ -128,7 +128,7 @@ def test_two_passes_storing_the_same_task_at_once_never_deadlock(postgres_url: s
             start.wait(10)
             try:
                 store.enqueue([occurrence], {task.id: instant + timedelta(minutes=1, seconds=offset)}, instant)
-            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as error:  # reported by the assertion below
                 errors.append(error)
 
     threads = [threading.Thread(target=pass_, args=(i,)) for i in range(2)]
